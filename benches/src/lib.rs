@@ -1,0 +1,1 @@
+//! Benchmarks live in benches/ (criterion) and scripts/ (side by side with tgt).

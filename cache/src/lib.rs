@@ -1,0 +1,1 @@
+//! The local disk cache (see ARCHITECTURE.md). Built in issue 3.

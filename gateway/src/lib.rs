@@ -1,0 +1,1 @@
+//! The `sgw` gateway: volumes, the daemon, the REST API and the CLI.

@@ -1,0 +1,133 @@
+//! The logical-unit interface between the transport and a device type.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::sense::Sense;
+
+/// The I_T nexus a command arrived on: which initiator port talks to which
+/// target port. Reservations, unit attentions and sense are kept per nexus.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ItNexus {
+    /// Unique for the life of the process; identifies the session.
+    pub id: u64,
+    /// iSCSI initiator port name: `<InitiatorName>,i,0x<ISID>`.
+    pub initiator_port: String,
+    /// The initiator node name alone (`InitiatorName`), used for TransportIDs.
+    pub initiator_name: String,
+    /// The 6-byte ISID as sent at login.
+    pub isid: [u8; 6],
+    /// iSCSI target port name: `<TargetName>,t,0x<TPGT>`.
+    pub target_port: String,
+    /// Relative target port identifier (1-based).
+    pub relative_port: u16,
+}
+
+/// SAM task attribute of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskAttr {
+    Untagged,
+    Simple,
+    Ordered,
+    HeadOfQueue,
+    Aca,
+}
+
+/// One SCSI command as the transport delivers it: the whole data-out buffer
+/// has already been collected.
+#[derive(Debug, Clone)]
+pub struct ScsiRequest {
+    pub nexus: Arc<ItNexus>,
+    pub lun: u64,
+    /// The CDB, 6 to 16 bytes (or longer with additional CDB AHS).
+    pub cdb: Bytes,
+    /// Data-out, exactly what the initiator sent (may be shorter than the
+    /// CDB implies; the device checks).
+    pub data_out: Bytes,
+    /// The initiator's expected data-in length (allocation bound).
+    pub expected_data_in: u32,
+    pub attr: TaskAttr,
+    pub task_tag: u32,
+}
+
+/// SAM status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ScsiStatus {
+    Good = 0x00,
+    CheckCondition = 0x02,
+    ConditionMet = 0x04,
+    Busy = 0x08,
+    ReservationConflict = 0x18,
+    TaskSetFull = 0x28,
+    AcaActive = 0x30,
+    TaskAborted = 0x40,
+}
+
+/// The outcome of one command.
+#[derive(Debug, Clone)]
+pub struct ScsiResponse {
+    pub status: ScsiStatus,
+    /// Data-in; the transport truncates it to the initiator's expected
+    /// length and reports the residual.
+    pub data_in: Bytes,
+    /// Present exactly when status is CHECK CONDITION.
+    pub sense: Option<Sense>,
+}
+
+impl ScsiResponse {
+    pub fn good() -> Self {
+        ScsiResponse { status: ScsiStatus::Good, data_in: Bytes::new(), sense: None }
+    }
+
+    pub fn data(data: impl Into<Bytes>) -> Self {
+        ScsiResponse { status: ScsiStatus::Good, data_in: data.into(), sense: None }
+    }
+
+    pub fn check(sense: Sense) -> Self {
+        ScsiResponse { status: ScsiStatus::CheckCondition, data_in: Bytes::new(), sense: Some(sense) }
+    }
+
+    pub fn status(status: ScsiStatus) -> Self {
+        ScsiResponse { status, data_in: Bytes::new(), sense: None }
+    }
+}
+
+impl From<Sense> for ScsiResponse {
+    fn from(s: Sense) -> Self {
+        ScsiResponse::check(s)
+    }
+}
+
+/// Resets that task management requests cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetKind {
+    /// LOGICAL UNIT RESET.
+    LogicalUnit,
+    /// TARGET WARM RESET / TARGET COLD RESET.
+    Target,
+}
+
+/// A logical unit: a disk, a tape drive, a media changer. Implementations are
+/// shared by every session that sees them and must be safe under concurrent
+/// commands.
+#[async_trait]
+pub trait LogicalUnit: Send + Sync {
+    /// Run one command. Never panics on any CDB or data-out content.
+    async fn execute(&self, req: ScsiRequest) -> ScsiResponse;
+
+    /// A task management reset hit this unit (from `by`); pending state is
+    /// cleared and a unit attention is set for the other nexuses.
+    fn reset(&self, kind: ResetKind, by: &ItNexus);
+
+    /// Commands of `by` for this unit were aborted by ABORT TASK SET or
+    /// CLEAR TASK SET; `all_nexuses` is true for CLEAR TASK SET.
+    fn tasks_aborted(&self, by: &ItNexus, all_nexuses: bool) {
+        let _ = (by, all_nexuses);
+    }
+
+    /// A nexus ended (logout, connection loss, session reinstatement).
+    fn nexus_lost(&self, nexus: &ItNexus);
+}
