@@ -1,1 +1,8 @@
 //! The `sgw` gateway: volumes, the daemon, the REST API and the CLI.
+pub mod api;
+pub mod client;
+pub mod cloud;
+pub mod config;
+pub mod daemon;
+pub mod metrics;
+pub mod volumes;

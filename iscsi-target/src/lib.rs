@@ -7,4 +7,8 @@
 //! - `login`: text keys, operational negotiation and CHAP;
 //! - `server`: sessions and connections on tokio.
 
+pub mod login;
+pub mod pdu;
 pub mod scsi;
+pub mod server;
+pub mod target;

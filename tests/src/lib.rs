@@ -1,1 +1,196 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers for the end-to-end tests: start the `sgw` daemon on loopback with
+//! a scratch data directory, create volumes through its API, and run the
+//! real initiators (libiscsi's tools, qemu-img, qemu-io) against it.
+//!
+//! Every process a test starts is stopped by its PID when the handle drops.
+
+pub mod libiscsi;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+/// The `sgw` binary under test: `$SGW_BIN`, or the one next to the test
+/// executable's build directory.
+pub fn sgw_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SGW_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/sgw
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    profile_dir.join("sgw")
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Fails the test when a peer tool is missing and the run requires peers
+/// (CI sets SGW_REQUIRE_PEERS); otherwise says so and returns false.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("SGW_REQUIRE_PEERS").is_some() {
+            panic!("{tool} is required (run tests/scripts/install-deps.sh)");
+        }
+        eprintln!("SKIPPING: {tool} not installed (run tests/scripts/install-deps.sh)");
+    }
+    found
+}
+
+/// A running `sgw serve`.
+pub struct Gateway {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub iscsi_port: u16,
+    pub api_port: u16,
+    _tmp: Option<TempDir>,
+    log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts a gateway on a fresh scratch data directory.
+    pub fn start() -> Gateway {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut g = Gateway::start_in(&dir, free_port(), free_port());
+        g._tmp = Some(tmp);
+        g
+    }
+
+    /// Starts a gateway on an existing data directory and ports.
+    pub fn start_in(data_dir: &Path, iscsi_port: u16, api_port: u16) -> Gateway {
+        let log = data_dir.with_extension(format!("log.{}", rand::random::<u32>()));
+        let logfile = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(sgw_bin())
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--iscsi-listen", &format!("127.0.0.1:{iscsi_port}")])
+            .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+            .env("RUST_LOG", "info")
+            .stdout(logfile.try_clone().expect("log"))
+            .stderr(logfile)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", sgw_bin().display()));
+        let g = Gateway { child: Some(child), data_dir: data_dir.to_path_buf(), iscsi_port, api_port, _tmp: None, log };
+        g.wait_ready();
+        g
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ureq::get(&format!("{}/api/v1/health", self.api())).call().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sgw did not become ready; log:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// Runs the `sgw` CLI against this gateway.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(sgw_bin()).arg("--api").arg(self.api()).args(args).output().expect("run sgw cli")
+    }
+
+    /// Creates a volume through the API; returns its target IQN.
+    pub fn create_volume(&self, name: &str, size_bytes: u64) -> String {
+        self.create_volume_json(serde_json::json!({ "name": name, "size_bytes": size_bytes }))
+    }
+
+    pub fn create_volume_json(&self, body: serde_json::Value) -> String {
+        let r = ureq::post(&format!("{}/api/v1/volumes", self.api()))
+            .send_json(body)
+            .unwrap_or_else(|e| panic!("create volume: {e}"));
+        let v: serde_json::Value = r.into_json().expect("json");
+        v["target_iqn"].as_str().expect("target_iqn").to_string()
+    }
+
+    /// The libiscsi URL of LUN 0 of a target, optionally with CHAP.
+    pub fn url(&self, iqn: &str) -> String {
+        format!("iscsi://127.0.0.1:{}/{}/0", self.iscsi_port, iqn)
+    }
+
+    pub fn url_chap(&self, iqn: &str, user: &str, secret: &str) -> String {
+        format!("iscsi://{user}%{secret}@127.0.0.1:{}/{}/0", self.iscsi_port, iqn)
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child by PID.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns its success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return true };
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Runs a command to completion with a time bound, returning its output.
+pub fn run(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            // SAFETY: signalling the child we started, by its PID.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+    }
+}
+
+/// stdout and stderr of an output, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}

@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -28,11 +28,28 @@ pub trait BlockDevice: Send + Sync {
     fn block_size(&self) -> u32;
     /// Capacity in logical blocks.
     fn num_blocks(&self) -> u64;
+    /// log2 of logical blocks per physical block: 3 for 512-byte logical
+    /// blocks on 4 KiB physical ones. Storage writes a physical block
+    /// atomically.
+    fn physical_block_exponent(&self) -> u8 {
+        0
+    }
     /// Reads `count` blocks at `lba`.
     async fn read(&self, lba: Lba, count: BlockCount) -> io::Result<Bytes>;
     /// Writes whole blocks at `lba`. With `fua` the data is durable before
     /// this returns.
     async fn write(&self, lba: Lba, data: Bytes, fua: bool) -> io::Result<()>;
+    /// The largest write [`write_atomic`](Self::write_atomic) accepts; zero
+    /// when the device cannot make multi-block writes crash-atomic.
+    fn atomic_write_limit(&self) -> BlockCount {
+        BlockCount(0)
+    }
+    /// Writes whole blocks so that after a crash either all of them or none
+    /// of them are on stable storage; durable when it returns.
+    async fn write_atomic(&self, lba: Lba, data: Bytes) -> io::Result<()> {
+        let _ = (lba, data);
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// Makes every completed write durable.
     async fn flush(&self) -> io::Result<()>;
     /// Deallocates blocks; they read back as zeros afterwards.
@@ -43,21 +60,39 @@ pub trait BlockDevice: Send + Sync {
 }
 
 /// A disk backed by a sparse file. UNMAP punches holes, so LBA status maps
-/// straight onto SEEK_DATA/SEEK_HOLE.
+/// straight onto SEEK_DATA/SEEK_HOLE. Atomic writes go through a redo
+/// journal next to the file (`<file>.journal`).
 pub struct FileBlockDevice {
     file: Arc<File>,
+    journal: Arc<Mutex<File>>,
     block_size: u32,
     num_blocks: u64,
 }
 
+/// Largest atomic write, in bytes.
+const MAX_ATOMIC_BYTES: u64 = 1 << 20;
+/// Journal record: magic, LBA, byte length, crc32c of those and the data.
+const JOURNAL_MAGIC: u32 = 0x5347_574A; // "SGWJ"
+const JOURNAL_HEADER: usize = 4 + 8 + 4 + 4;
+
 impl FileBlockDevice {
-    /// Opens (creating if needed) a sparse file of `size_bytes`.
+    /// Opens (creating if needed) a sparse file of `size_bytes`, and replays
+    /// an atomic write that a crash interrupted.
     pub fn open(path: &Path, size_bytes: u64, block_size: u32) -> io::Result<Self> {
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         if file.metadata()?.len() != size_bytes {
             file.set_len(size_bytes)?;
         }
-        Ok(FileBlockDevice { file: Arc::new(file), block_size, num_blocks: size_bytes / block_size as u64 })
+        let mut journal_path = path.as_os_str().to_owned();
+        journal_path.push(".journal");
+        let journal = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(journal_path)?;
+        replay_journal(&journal, &file)?;
+        Ok(FileBlockDevice {
+            file: Arc::new(file),
+            journal: Arc::new(Mutex::new(journal)),
+            block_size,
+            num_blocks: size_bytes / block_size as u64,
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -65,10 +100,34 @@ impl FileBlockDevice {
         f: impl FnOnce(&File) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
         let file = self.file.clone();
-        tokio::task::spawn_blocking(move || f(&file))
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?
+        tokio::task::spawn_blocking(move || f(&file)).await.map_err(|e| io::Error::other(e.to_string()))?
     }
+}
+
+/// Applies a complete journal record to `file`; a torn record (the crash hit
+/// before the journal was durable) is dropped, as the file was not touched.
+fn replay_journal(journal: &File, file: &File) -> io::Result<()> {
+    let len = journal.metadata()?.len();
+    if len >= JOURNAL_HEADER as u64 && len <= (JOURNAL_HEADER as u64 + MAX_ATOMIC_BYTES) {
+        let mut rec = vec![0u8; len as usize];
+        journal.read_exact_at(&mut rec, 0)?;
+        let (head, data) = rec.split_at(JOURNAL_HEADER);
+        let field =
+            |at: usize, n: usize| head.get(at..at + n).unwrap_or(&[]).iter().fold(0u64, |a, &b| a << 8 | b as u64);
+        let (magic, off, dlen, crc) = (field(0, 4) as u32, field(4, 8), field(12, 4) as usize, field(16, 4) as u32);
+        let valid = magic == JOURNAL_MAGIC
+            && dlen == data.len()
+            && crc32c::crc32c_append(crc32c::crc32c(head.get(..16).unwrap_or(&[])), data) == crc;
+        if valid {
+            file.write_all_at(data, off)?;
+            file.sync_data()?;
+        }
+    }
+    if len > 0 {
+        journal.set_len(0)?;
+        journal.sync_data()?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -79,6 +138,35 @@ impl BlockDevice for FileBlockDevice {
 
     fn num_blocks(&self) -> u64 {
         self.num_blocks
+    }
+
+    fn atomic_write_limit(&self) -> BlockCount {
+        BlockCount(MAX_ATOMIC_BYTES / self.block_size as u64)
+    }
+
+    /// Redo logging: the record is durable in the journal before the file
+    /// is touched, and the journal is emptied only once the file is durable.
+    async fn write_atomic(&self, lba: Lba, data: Bytes) -> io::Result<()> {
+        let off = lba.to_bytes(self.block_size);
+        let journal = self.journal.clone();
+        self.blocking(move |f| {
+            let j = journal.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rec = Vec::with_capacity(JOURNAL_HEADER + data.len());
+            rec.extend_from_slice(&JOURNAL_MAGIC.to_be_bytes());
+            rec.extend_from_slice(&off.to_be_bytes());
+            rec.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&rec), &data);
+            rec.extend_from_slice(&crc.to_be_bytes());
+            rec.extend_from_slice(&data);
+            j.set_len(0)?;
+            j.write_all_at(&rec, 0)?;
+            j.sync_data()?;
+            f.write_all_at(&data, off)?;
+            f.sync_data()?;
+            j.set_len(0)?;
+            j.sync_data()
+        })
+        .await
     }
 
     async fn read(&self, lba: Lba, count: BlockCount) -> io::Result<Bytes> {
@@ -147,5 +235,40 @@ impl BlockDevice for FileBlockDevice {
             Ok((state, BlockCount(blocks)))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn atomic_write_and_journal_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lun");
+        let dev = FileBlockDevice::open(&path, 1 << 20, 512).unwrap();
+        dev.write_atomic(Lba(2), Bytes::from(vec![7u8; 1024])).await.unwrap();
+        assert_eq!(dev.read(Lba(2), BlockCount(2)).await.unwrap(), vec![7u8; 1024]);
+        drop(dev);
+
+        // A record that reached the journal but not the file is replayed.
+        let mut rec = Vec::new();
+        rec.extend_from_slice(&JOURNAL_MAGIC.to_be_bytes());
+        rec.extend_from_slice(&(4096u64).to_be_bytes());
+        rec.extend_from_slice(&(512u32).to_be_bytes());
+        let data = vec![9u8; 512];
+        rec.extend_from_slice(&crc32c::crc32c_append(crc32c::crc32c(&rec), &data).to_be_bytes());
+        rec.extend_from_slice(&data);
+        std::fs::write(dir.path().join("lun.journal"), &rec).unwrap();
+        let dev = FileBlockDevice::open(&path, 1 << 20, 512).unwrap();
+        assert_eq!(dev.read(Lba(8), BlockCount(1)).await.unwrap(), data);
+        assert_eq!(std::fs::metadata(dir.path().join("lun.journal")).unwrap().len(), 0);
+
+        // A torn record is dropped.
+        rec.truncate(rec.len() - 1);
+        std::fs::write(dir.path().join("lun.journal"), &rec).unwrap();
+        drop(dev);
+        let dev = FileBlockDevice::open(&path, 1 << 20, 512).unwrap();
+        assert_eq!(dev.read(Lba(8), BlockCount(1)).await.unwrap(), data);
     }
 }

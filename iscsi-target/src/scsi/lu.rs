@@ -75,23 +75,36 @@ pub struct ScsiResponse {
     pub data_in: Bytes,
     /// Present exactly when status is CHECK CONDITION.
     pub sense: Option<Sense>,
+    /// For commands that take data-out: the byte count the CDB called for.
+    /// The transport reports the difference from the initiator's expected
+    /// length as a residual (RFC 7143 §11.4.5). Devices use only the whole
+    /// blocks actually sent when the initiator sent less.
+    pub data_out_len: Option<u64>,
 }
 
 impl ScsiResponse {
     pub fn good() -> Self {
-        ScsiResponse { status: ScsiStatus::Good, data_in: Bytes::new(), sense: None }
+        ScsiResponse { status: ScsiStatus::Good, data_in: Bytes::new(), sense: None, data_out_len: None }
     }
 
     pub fn data(data: impl Into<Bytes>) -> Self {
-        ScsiResponse { status: ScsiStatus::Good, data_in: data.into(), sense: None }
+        ScsiResponse { status: ScsiStatus::Good, data_in: data.into(), sense: None, data_out_len: None }
     }
 
     pub fn check(sense: Sense) -> Self {
-        ScsiResponse { status: ScsiStatus::CheckCondition, data_in: Bytes::new(), sense: Some(sense) }
+        ScsiResponse { status: ScsiStatus::CheckCondition, data_in: Bytes::new(), sense: Some(sense), data_out_len: None }
     }
 
     pub fn status(status: ScsiStatus) -> Self {
-        ScsiResponse { status, data_in: Bytes::new(), sense: None }
+        ScsiResponse { status, data_in: Bytes::new(), sense: None, data_out_len: None }
+    }
+}
+
+impl ScsiResponse {
+    /// Records the data-out length the CDB called for.
+    pub fn with_data_out_len(mut self, len: u64) -> Self {
+        self.data_out_len = Some(len);
+        self
     }
 }
 

@@ -7,12 +7,30 @@
 //! [`ScsiResponse`] (data-in, status, sense). SCSI-level failures are ordinary
 //! responses carrying sense data; only storage faults inside a backend are
 //! Rust errors, and the device maps those to sense before they leave it.
+//!
+//! - [`cdb`]: pure CDB parsing into typed commands;
+//! - [`opcodes`]: the opcode table behind dispatch and REPORT SUPPORTED
+//!   OPERATION CODES;
+//! - [`spc`]: the SPC-4 core ([`SpcCore`]) that device types embed;
+//! - [`pr`]: persistent reservations;
+//! - [`sbc`]: the disk ([`DiskUnit`]);
+//! - [`copy`]: the disk's EXTENDED COPY manager.
 
 pub mod block;
+pub mod cdb;
+pub mod copy;
 pub mod lu;
+pub mod opcodes;
+pub mod pr;
+mod range_lock;
+pub mod sbc;
 pub mod sense;
+pub mod spc;
 pub mod types;
 
+pub use copy::CopyTargets;
 pub use lu::{ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus, TaskAttr};
+pub use sbc::DiskUnit;
 pub use sense::{Sense, SenseKey};
+pub use spc::{DeviceIdentity, DeviceType, SpcCore, SpcDevice};
 pub use types::{BlockCount, Lba};

@@ -1,0 +1,144 @@
+//! Cache disks: a header sector that ties the disk to its cache, then
+//! equal slots of one chunk each, read and written with positional I/O.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Bytes before the first slot; a page, so that slots stay page-aligned
+/// whenever the chunk size is a multiple of the page size.
+pub const HEADER_BYTES: u64 = 4096;
+const MAGIC: &[u8; 8] = b"SGWCACHE";
+const FORMAT_VERSION: u32 = 1;
+
+/// A slot on a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotRef {
+    pub disk: u32,
+    pub slot: u32,
+}
+
+/// What a disk's header must say for the cache to accept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskIdentity {
+    pub cache_id: u64,
+    pub disk_id: u32,
+    pub chunk_size: u32,
+    pub slots: u32,
+}
+
+pub struct Disk {
+    pub identity: DiskIdentity,
+    pub path: PathBuf,
+    file: File,
+}
+
+impl Disk {
+    /// Prepares a new disk: sizes a regular file, checks a block device is
+    /// large enough, and writes a synced header.
+    pub fn create(path: &Path, size_bytes: u64, cache_id: u64, disk_id: u32, chunk_size: u32) -> Result<Disk> {
+        let io = |source| Error::Disk { path: path.display().to_string(), source };
+        let slots = size_bytes.saturating_sub(HEADER_BYTES) / u64::from(chunk_size);
+        let slots = u32::try_from(slots)
+            .map_err(|_| Error::Invalid(format!("{} has more than 2^32 slots", path.display())))?;
+        if slots == 0 {
+            return Err(Error::Invalid(format!("{} is too small for one slot", path.display())));
+        }
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
+        let wanted = HEADER_BYTES + u64::from(slots) * u64::from(chunk_size);
+        if file.metadata().map_err(io)?.is_file() {
+            file.set_len(wanted).map_err(io)?;
+        } else if file.seek(SeekFrom::End(0)).map_err(io)? < wanted {
+            return Err(Error::Invalid(format!("{} is smaller than {size_bytes} bytes", path.display())));
+        }
+        let identity = DiskIdentity { cache_id, disk_id, chunk_size, slots };
+        file.write_all_at(&encode_header(&identity), 0).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(Disk { identity, path: path.to_path_buf(), file })
+    }
+
+    /// Reopens a disk the index knows, refusing one whose header differs.
+    pub fn open(path: &Path, expected: DiskIdentity) -> Result<Disk> {
+        let io = |source| Error::Disk { path: path.display().to_string(), source };
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
+        let mut header = [0u8; HEADER_BYTES as usize];
+        file.read_exact_at(&mut header, 0).map_err(io)?;
+        let found = decode_header(&header).ok_or_else(|| Error::ForeignDisk {
+            path: path.display().to_string(),
+            reason: "no valid cache header".into(),
+        })?;
+        if found != expected {
+            return Err(Error::ForeignDisk {
+                path: path.display().to_string(),
+                reason: format!("header says {found:?}, index expects {expected:?}"),
+            });
+        }
+        Ok(Disk { identity: found, path: path.to_path_buf(), file })
+    }
+
+    fn offset(&self, slot: u32, offset_in_slot: u64) -> u64 {
+        HEADER_BYTES + u64::from(slot) * u64::from(self.identity.chunk_size) + offset_in_slot
+    }
+
+    pub fn read_at(&self, slot: u32, offset_in_slot: u64, buf: &mut [u8]) -> Result<()> {
+        self.file.read_exact_at(buf, self.offset(slot, offset_in_slot)).map_err(|e| self.error(e))
+    }
+
+    pub fn write_at(&self, slot: u32, offset_in_slot: u64, buf: &[u8]) -> Result<()> {
+        self.file.write_all_at(buf, self.offset(slot, offset_in_slot)).map_err(|e| self.error(e))
+    }
+
+    /// fdatasync: the data written so far survives power loss.
+    pub fn sync_data(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| self.error(e))
+    }
+
+    fn error(&self, source: std::io::Error) -> Error {
+        Error::Disk { path: self.path.display().to_string(), source }
+    }
+}
+
+fn encode_header(id: &DiskIdentity) -> [u8; HEADER_BYTES as usize] {
+    let mut h = [0u8; HEADER_BYTES as usize];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&id.cache_id.to_le_bytes());
+    h[20..24].copy_from_slice(&id.disk_id.to_le_bytes());
+    h[24..28].copy_from_slice(&id.chunk_size.to_le_bytes());
+    h[28..32].copy_from_slice(&id.slots.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..32]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn decode_header(h: &[u8]) -> Option<DiskIdentity> {
+    let u32_at = |i: usize| h.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+    let u64_at = |i: usize| h.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    if h.get(0..8)? != MAGIC || u32_at(8)? != FORMAT_VERSION || u32_at(32)? != crc32c::crc32c(h.get(0..32)?) {
+        return None;
+    }
+    Some(DiskIdentity { cache_id: u64_at(12)?, disk_id: u32_at(20)?, chunk_size: u32_at(24)?, slots: u32_at(28)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_rejects_another_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("d0");
+        let disk = Disk::create(&path, HEADER_BYTES + 3 * 65536 + 100, 7, 0, 65536).expect("create");
+        assert_eq!(disk.identity.slots, 3);
+        disk.write_at(2, 10, b"abc").expect("write");
+        let reopened = Disk::open(&path, disk.identity).expect("open");
+        let mut buf = [0u8; 3];
+        reopened.read_at(2, 10, &mut buf).expect("read");
+        assert_eq!(&buf, b"abc");
+        let other = DiskIdentity { cache_id: 8, ..disk.identity };
+        assert!(matches!(Disk::open(&path, other), Err(Error::ForeignDisk { .. })));
+    }
+}

@@ -1,0 +1,75 @@
+//! Reading and writing whole PDUs on a byte stream: framing only, the codec
+//! does the rest.
+
+use std::io;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::pdu::{Bhs, DecodeError, Digests, EncodedPdu, Pdu, BHS_LEN};
+
+/// Why reading a PDU failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    /// The PDU was framed but does not decode. The raw BHS is kept so the
+    /// target can quote it in a Reject.
+    #[error("bad PDU: {error}")]
+    Bad { error: DecodeError, bhs: [u8; BHS_LEN] },
+    #[error("data segment of {0} bytes exceeds the negotiated maximum")]
+    TooLong(usize),
+}
+
+/// Reads one PDU. `max_data` bounds the data segment we accept so a peer
+/// cannot make us allocate arbitrary memory.
+pub async fn read_pdu<R: AsyncRead + Unpin>(r: &mut R, d: Digests, max_data: usize) -> Result<Pdu, ReadError> {
+    let mut bhs = [0u8; BHS_LEN];
+    r.read_exact(&mut bhs).await?;
+    let frame = Bhs::parse(&bhs).map_err(|error| ReadError::Bad { error, bhs })?;
+    if frame.data_len > max_data {
+        return Err(ReadError::TooLong(frame.data_len));
+    }
+    let mut header = Vec::with_capacity(BHS_LEN + frame.header_rest_len(d));
+    header.extend_from_slice(&bhs);
+    header.resize(BHS_LEN + frame.header_rest_len(d), 0);
+    r.read_exact(&mut header[BHS_LEN..]).await?;
+    let mut data = BytesMut::zeroed(frame.data_wire_len(d));
+    r.read_exact(&mut data).await?;
+    Pdu::decode(&header, data.freeze(), d).map_err(|error| ReadError::Bad { error, bhs })
+}
+
+/// Writes encoded PDUs with as few system calls as the batch allows.
+pub async fn write_pdus<W: AsyncWrite + Unpin>(w: &mut W, pdus: &[EncodedPdu]) -> io::Result<()> {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(pdus.len() * 3);
+    for p in pdus {
+        for part in [&p.head[..], &p.data[..], &p.tail[..]] {
+            if !part.is_empty() {
+                parts.push(part);
+            }
+        }
+    }
+    let mut idx = 0;
+    let mut off = 0;
+    while idx < parts.len() {
+        let slices: Vec<io::IoSlice<'_>> = std::iter::once(io::IoSlice::new(&parts[idx][off..]))
+            .chain(parts[idx + 1..].iter().take(63).map(|p| io::IoSlice::new(p)))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while idx < parts.len() && n > 0 {
+            let left = parts[idx].len() - off;
+            if n >= left {
+                n -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+    }
+    w.flush().await
+}

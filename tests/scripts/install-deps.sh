@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian 12 machine: the C
+# toolchain and RocksDB for the rocksdb crate, and the real peers the tests
+# talk to (libiscsi's tools, qemu's iscsi driver, Debian's tgt for the
+# benchmarks). Idempotent; run as root.
+set -euo pipefail
+
+need_apt=0
+for bin in clang iscsi-test-cu iscsi-inq tgtd; do
+  command -v "$bin" >/dev/null 2>&1 || need_apt=1
+done
+[ -e /usr/lib/x86_64-linux-gnu/librocksdb.so ] || need_apt=1
+[ -e /usr/include/iscsi/iscsi.h ] || need_apt=1
+# qemu-img must have the iscsi driver (Debian 12's 7.2 with qemu-block-extra;
+# the preinstalled backports 10.x has none).
+qemu-img --help 2>/dev/null | grep -qw iscsi || need_apt=1
+
+if [ "$need_apt" = 1 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # qemu-utils and qemu-block-extra go together, at the version of
+  # qemu-block-extra, so the downgrade from backports is explicit.
+  qver=$(apt-cache show qemu-block-extra | awk '/^Version:/ {print $2; exit}')
+  apt-get install -y -qq --allow-downgrades \
+    clang libclang-dev librocksdb-dev \
+    libiscsi-bin libiscsi-dev \
+    "qemu-utils=$qver" "qemu-block-extra=$qver" \
+    tgt python3-pip >/dev/null
+fi
+
+if [ -x tests/install-python-deps.sh ]; then
+  tests/install-python-deps.sh
+fi

@@ -1,0 +1,73 @@
+//! The CLI and the REST API: volumes are created, listed, deleted and
+//! persisted; bad input gets a 4xx with a message.
+
+use sgw_tests::{text, Gateway};
+
+fn status_and_body(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
+    match r {
+        Ok(resp) => (resp.status(), resp.into_json().unwrap_or(serde_json::Value::Null)),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_json().unwrap_or(serde_json::Value::Null)),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+#[test]
+fn cli_creates_lists_and_deletes() {
+    let gw = Gateway::start();
+    let out = gw.cli(&["volume", "create", "vol-a", "--size", "1GiB"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = gw.cli(&["volume", "create", "vol-b", "--size", "64M", "--chap-user", "u", "--chap-secret", "abcdefghijkl"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = gw.cli(&["volume", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json list");
+    let vols = list.as_array().expect("array");
+    assert_eq!(vols.len(), 2);
+    assert_eq!(vols[0]["name"], "vol-a");
+    assert_eq!(vols[0]["size_bytes"], 1u64 << 30);
+    assert_eq!(vols[0]["target_iqn"], "iqn.2026-11.org.sgw:volume:vol-a");
+    assert_eq!(vols[0]["lun"], 0);
+    assert_eq!(vols[0]["state"], "AVAILABLE");
+    assert_eq!(vols[1]["chap_enabled"], true);
+    let table = gw.cli(&["volume", "list"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("vol-b"));
+    let out = gw.cli(&["volume", "delete", "vol-a"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = gw.cli(&["volume", "delete", "vol-a"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not found"), "{}", text(&out));
+    let out = gw.cli(&["volume", "create", "vol-c", "--size", "lots"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn api_rejects_bad_input_with_messages() {
+    let gw = Gateway::start();
+    let url = format!("{}/api/v1/volumes", gw.api());
+    let cases = [
+        ("{not json", 400),
+        (r#"{"name":"x"}"#, 422),
+        (r#"{"name":"Bad_Name","size_bytes":1048576}"#, 400),
+        (r#"{"name":"ok","size_bytes":1000}"#, 400),
+        (r#"{"name":"ok","size_bytes":1048576,"extra":1}"#, 422),
+        (r#"{"name":"ok","size_bytes":1048576,"chap":{"user":"u","secret":"short"}}"#, 400),
+    ];
+    for (body, want) in cases {
+        let r = ureq::post(&url).set("content-type", "application/json").send_string(body);
+        let (code, json) = status_and_body(r);
+        assert_eq!(code, want, "{body} -> {code} {json}");
+        assert!(json["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}: no message in {json}");
+    }
+    let ok = r#"{"name":"dup","size_bytes":1048576}"#;
+    let (code, _) = status_and_body(ureq::post(&url).set("content-type", "application/json").send_string(ok));
+    assert_eq!(code, 201);
+    let (code, json) = status_and_body(ureq::post(&url).set("content-type", "application/json").send_string(ok));
+    assert_eq!(code, 409, "{json}");
+    let (code, json) = status_and_body(ureq::get(&format!("{url}/nope")).call());
+    assert_eq!(code, 404, "{json}");
+    let (code, json) = status_and_body(ureq::delete(&format!("{url}/nope")).call());
+    assert_eq!(code, 404, "{json}");
+    let (code, _) = status_and_body(ureq::get(&format!("{}/api/v1/nothing", gw.api())).call());
+    assert_eq!(code, 404);
+    let metrics = ureq::get(&format!("{}/metrics", gw.api())).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("sgw_volumes 1"), "{metrics}");
+}
