@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use gateway::api::CreateVolume;
 use gateway::client::Client;
+use gateway::cloud::inspect::InspectArgs;
 use gateway::config::{Config, ConfigFile};
 use gateway::volumes::{VolumeChap, VolumeInfo};
 
@@ -27,6 +28,9 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// List, decode and verify the objects in a bucket or local store,
+    /// without a running gateway.
+    Inspect(InspectArgs),
 }
 
 #[derive(Args)]
@@ -109,6 +113,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let flags = ConfigFile { iscsi_listen: args.iscsi_listen, api_listen: args.api_listen, data_dir: args.data_dir };
     let config = Config::load(args.config.as_deref(), flags).map_err(|e| e.to_string())?;
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -143,11 +149,21 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
     Ok(())
 }
 
+fn inspect(args: InspectArgs) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let summary = rt.block_on(args.run(&mut std::io::stdout())).map_err(|e| e.to_string())?;
+    if summary.failed > 0 {
+        return Err(format!("{} of {} objects failed verification", summary.failed, summary.objects));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Volume(cmd) => volume(&Client::new(&cli.api), cmd),
+        Command::Inspect(args) => inspect(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

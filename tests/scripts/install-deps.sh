@@ -25,7 +25,7 @@ if [ "$need_apt" = 1 ]; then
     clang libclang-dev librocksdb-dev \
     libiscsi-bin libiscsi-dev \
     "qemu-utils=$qver" "qemu-block-extra=$qver" \
-    tgt python3-pip >/dev/null
+    tgt >/dev/null
 fi
 
 if [ -x tests/install-python-deps.sh ]; then

@@ -12,8 +12,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR=never
 # Tests must find their peers: a missing tool is a failure, not a skip.
 export SGW_REQUIRE_PEERS=1
+export SGW_REQUIRE_S3_PEERS=1
 
-# One profile for everything: the end-to-end tests run the release daemon.
-cargo build --release --workspace --bins
+# One build for everything: `cargo test` also builds the sgw binary (the
+# gateway package has integration tests), and the end-to-end tests in
+# tests/ run that release binary.
 export SGW_BIN="$CARGO_TARGET_DIR/release/sgw"
 cargo test --release --workspace -- --test-threads=2
