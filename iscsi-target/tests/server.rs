@@ -125,6 +125,20 @@ impl Client {
         r
     }
 
+    /// TEST UNIT READY until it passes: the first command of a new nexus
+    /// meets the POWER ON RESET unit attention.
+    async fn clear_unit_attention(&mut self) {
+        for _ in 0..3 {
+            let cmd = self.command(&[0u8; 6], false, false, 0, Bytes::new());
+            self.send(Pdu::ScsiCommand(cmd)).await;
+            let Some(Pdu::ScsiResponse(r)) = self.recv().await else { panic!("no TEST UNIT READY response") };
+            if r.status == 0 {
+                return;
+            }
+        }
+        panic!("unit attention did not clear");
+    }
+
     fn command(&mut self, cdb: &[u8], read: bool, write: bool, len: u32, data: Bytes) -> ScsiCommand {
         let itt = self.next_itt();
         let c = ScsiCommand {
@@ -176,6 +190,7 @@ async fn digests_negotiated_and_data_in_cut_to_the_initiators_segment_length() {
         )
         .await;
     assert!(c.d.header && c.d.data, "digests not negotiated: {:?}", text::parse(&r.data));
+    c.clear_unit_attention().await;
     let cmd = c.command(&read10(0, 128), true, false, 65536, Bytes::new());
     c.send(Pdu::ScsiCommand(cmd)).await;
     let mut got = 0;
@@ -207,6 +222,7 @@ async fn r2t_solicits_the_data_within_burst_limits() {
         &[("InitialR2T", "Yes"), ("ImmediateData", "No"), ("MaxBurstLength", "65536"), ("MaxOutstandingR2T", "2")],
     )
     .await;
+    c.clear_unit_attention().await;
     let total = 256 * 1024u32;
     let cmd = c.command(&write10(8, 512), false, true, total, Bytes::new());
     let itt = cmd.itt;
@@ -309,6 +325,7 @@ async fn logout_waits_for_commands_in_flight() {
     let h = start(quick()).await;
     let mut c = Client::connect(h.port).await;
     c.login([0x80, 0, 0, 0, 0, 4], &[]).await;
+    c.clear_unit_attention().await;
     let cmd = c.command(&write10(0, 16), false, true, 8192, Bytes::from(vec![0x5a; 8192]));
     let write_itt = cmd.itt;
     c.send(Pdu::ScsiCommand(cmd)).await;
@@ -349,7 +366,7 @@ async fn task_management_answers() {
     let h = start(quick()).await;
     let mut c = Client::connect(h.port).await;
     c.login([0x80, 0, 0, 0, 0, 6], &[]).await;
-    let mut tmf = |function: u8, lun: u64, rtt: u32, itt: u32, cmd_sn: u32| {
+    let tmf = |function: u8, lun: u64, rtt: u32, itt: u32, cmd_sn: u32| {
         Pdu::TaskMgmtRequest(TaskMgmtRequest {
             immediate: true,
             function,

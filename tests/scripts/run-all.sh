@@ -18,4 +18,4 @@ export SGW_REQUIRE_S3_PEERS=1
 # gateway package has integration tests), and the end-to-end tests in
 # tests/ run that release binary.
 export SGW_BIN="$CARGO_TARGET_DIR/release/sgw"
-cargo test --release --workspace -- --test-threads=2
+cargo test --release --workspace --no-fail-fast -- --test-threads=2

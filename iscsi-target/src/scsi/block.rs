@@ -5,8 +5,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -95,12 +96,118 @@ impl FileBlockDevice {
         })
     }
 
+    /// Runs rare or slow work (fsync, hole punching, journal) on tokio's
+    /// blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&File) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || f(&file)).await.map_err(|e| io::Error::other(e.to_string()))?
+    }
+
+    /// Runs a read or write on the I/O threads (see [`IoPool`]).
+    async fn io<T: Send + 'static>(&self, f: impl FnOnce(&File) -> io::Result<T> + Send + 'static) -> io::Result<T> {
+        let file = self.file.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        IoPool::get().submit(Box::new(move || {
+            let _ = tx.send(f(&file));
+        }));
+        rx.await.map_err(|_| io::Error::other("I/O thread failed"))?
+    }
+}
+
+/// Appends to `buf`, up to `len` bytes in all, what the page cache holds at
+/// `off` onwards: with RWF_NOWAIT the kernel fails with EAGAIN instead of
+/// waiting for the disk, so this never blocks on I/O. Stops at the first
+/// error or end of file; the caller reads the rest the slow way.
+fn read_cached(file: &File, buf: &mut BytesMut, off: u64, len: usize) {
+    buf.reserve(len.saturating_sub(buf.len()));
+    while buf.len() < len {
+        let done = buf.len();
+        let spare = buf.spare_capacity_mut();
+        let want = spare.len().min(len - done);
+        let iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: want };
+        // SAFETY: the iovec covers `buf`'s spare capacity, which the kernel
+        // writes; only the bytes it reports are then marked initialised.
+        let n = unsafe {
+            libc::preadv2(file.as_raw_fd(), &iov, 1, (off + done as u64) as libc::off_t, libc::RWF_NOWAIT)
+        };
+        if n <= 0 {
+            return;
+        }
+        // SAFETY: the kernel initialised `n` more bytes (n <= want).
+        unsafe { buf.set_len(done + n as usize) };
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A few threads, shared by every device, for reads that miss the page
+/// cache and for writes. Tokio's blocking pool starts a thread whenever no
+/// thread is idle at the moment of the call: at queue depth 32 on two cores
+/// it grew to over 400 threads, and every small I/O paid a futex wake-up
+/// and a context switch. Here the threads drain one queue, so while a
+/// device is busy its I/O is picked up by threads that are already running.
+struct IoPool {
+    state: Mutex<PoolState>,
+    work: Condvar,
+    max_threads: usize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    idle: usize,
+    threads: usize,
+}
+
+impl IoPool {
+    fn get() -> &'static IoPool {
+        static POOL: OnceLock<IoPool> = OnceLock::new();
+        POOL.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            IoPool { state: Mutex::default(), work: Condvar::new(), max_threads: (2 * cores).clamp(4, 16) }
+        })
+    }
+
+    fn submit(&'static self, job: Job) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.jobs.push_back(job);
+        if st.idle > 0 {
+            self.work.notify_one();
+        } else if st.threads < self.max_threads {
+            let spawned = std::thread::Builder::new().name("sgw-io".into()).spawn(move || self.run());
+            match spawned {
+                Ok(_) => st.threads += 1,
+                Err(_) if st.threads == 0 => {
+                    // No thread to run it: run it here rather than never.
+                    let job = st.jobs.pop_back();
+                    drop(st);
+                    if let Some(job) = job {
+                        job();
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn run(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                drop(st);
+                // A panicking job drops its sender (the caller gets an
+                // error); the thread lives on.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.idle += 1;
+            st = self.work.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.idle -= 1;
+        }
     }
 }
 
@@ -169,12 +276,21 @@ impl BlockDevice for FileBlockDevice {
         .await
     }
 
+    /// Page-cache hits are copied right here, on the async thread: handing
+    /// a small read to another thread costs more than the copy. The rest
+    /// (a miss, or RWF_NOWAIT unsupported) goes to the I/O threads.
     async fn read(&self, lba: Lba, count: BlockCount) -> io::Result<Bytes> {
         let off = lba.to_bytes(self.block_size);
         let len = count.to_bytes(self.block_size) as usize;
-        self.blocking(move |f| {
-            let mut buf = BytesMut::zeroed(len);
-            f.read_exact_at(&mut buf, off)?;
+        let mut buf = BytesMut::with_capacity(len);
+        read_cached(&self.file, &mut buf, off, len);
+        if buf.len() == len {
+            return Ok(buf.freeze());
+        }
+        self.io(move |f| {
+            let done = buf.len();
+            buf.resize(len, 0);
+            f.read_exact_at(&mut buf[done..], off + done as u64)?;
             Ok(buf.freeze())
         })
         .await
@@ -182,14 +298,15 @@ impl BlockDevice for FileBlockDevice {
 
     async fn write(&self, lba: Lba, data: Bytes, fua: bool) -> io::Result<()> {
         let off = lba.to_bytes(self.block_size);
-        self.blocking(move |f| {
-            f.write_all_at(&data, off)?;
-            if fua {
-                f.sync_data()?;
-            }
-            Ok(())
-        })
-        .await
+        if fua {
+            return self
+                .blocking(move |f| {
+                    f.write_all_at(&data, off)?;
+                    f.sync_data()
+                })
+                .await;
+        }
+        self.io(move |f| f.write_all_at(&data, off)).await
     }
 
     async fn flush(&self) -> io::Result<()> {

@@ -25,16 +25,6 @@ pub struct ItNexus {
     pub relative_port: u16,
 }
 
-/// SAM task attribute of a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskAttr {
-    Untagged,
-    Simple,
-    Ordered,
-    HeadOfQueue,
-    Aca,
-}
-
 /// One SCSI command as the transport delivers it: the whole data-out buffer
 /// has already been collected.
 #[derive(Debug, Clone)]
@@ -46,10 +36,6 @@ pub struct ScsiRequest {
     /// Data-out, exactly what the initiator sent (may be shorter than the
     /// CDB implies; the device checks).
     pub data_out: Bytes,
-    /// The initiator's expected data-in length (allocation bound).
-    pub expected_data_in: u32,
-    pub attr: TaskAttr,
-    pub task_tag: u32,
 }
 
 /// SAM status codes.
@@ -137,9 +123,7 @@ pub trait LogicalUnit: Send + Sync {
 
     /// Commands of `by` for this unit were aborted by ABORT TASK SET or
     /// CLEAR TASK SET; `all_nexuses` is true for CLEAR TASK SET.
-    fn tasks_aborted(&self, by: &ItNexus, all_nexuses: bool) {
-        let _ = (by, all_nexuses);
-    }
+    fn tasks_aborted(&self, by: &ItNexus, all_nexuses: bool);
 
     /// A nexus ended (logout, connection loss, session reinstatement).
     fn nexus_lost(&self, nexus: &ItNexus);

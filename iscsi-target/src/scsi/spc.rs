@@ -660,9 +660,6 @@ pub(crate) mod testutil {
             lun: 0,
             cdb: Bytes::copy_from_slice(cdb),
             data_out: Bytes::copy_from_slice(data_out),
-            expected_data_in: 65536,
-            attr: super::super::lu::TaskAttr::Simple,
-            task_tag: 1,
         }
     }
 }

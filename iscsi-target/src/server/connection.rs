@@ -25,7 +25,7 @@ use super::Server;
 use crate::login::params::SessionParams;
 use crate::login::{text, LoginMachine, LoginResult, LoginStatus, LoginStep, OsChallenges};
 use crate::pdu::*;
-use crate::scsi::{ItNexus, LogicalUnit, ResetKind, ScsiRequest, Sense, TaskAttr};
+use crate::scsi::{ItNexus, LogicalUnit, ResetKind, ScsiRequest, Sense};
 use crate::target::Target;
 
 /// The largest login PDU data segment we take (RFC 7143 §6.1: 8192 bytes
@@ -472,16 +472,6 @@ enum Flow {
     Close,
 }
 
-fn task_attr(a: u8) -> TaskAttr {
-    match a {
-        0 => TaskAttr::Untagged,
-        2 => TaskAttr::Ordered,
-        3 => TaskAttr::HeadOfQueue,
-        4 => TaskAttr::Aca,
-        _ => TaskAttr::Simple,
-    }
-}
-
 impl Session {
     fn lun_list(&self) -> Vec<u64> {
         self.target.luns.keys().copied().collect()
@@ -656,9 +646,6 @@ impl Session {
             lun: target_scsi::decode_lun(cmd.lun).unwrap_or(u64::MAX),
             cdb: cmd.cdb.clone(),
             data_out,
-            expected_data_in: if cmd.read { shape.expected_len } else { 0 },
-            attr: task_attr(cmd.attr),
-            task_tag: cmd.itt,
         };
         let shared = self.shared.clone();
         let tx = self.tx.clone();

@@ -3,6 +3,10 @@
 //! a fault in one connection closes only that connection.
 
 mod connection;
+// Public only to the fuzzers (cargo fuzz builds with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod dataout;
+#[cfg(not(fuzzing))]
 mod dataout;
 mod registry;
 mod response;

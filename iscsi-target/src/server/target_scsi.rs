@@ -4,24 +4,13 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::scsi::spc::encode_lun;
 use crate::scsi::{ScsiResponse, Sense};
 
 const REPORT_LUNS: u8 = 0xA0;
 const INQUIRY: u8 = 0x12;
 const REQUEST_SENSE: u8 = 0x03;
 
-/// Encodes a LUN number in SAM single-level format (peripheral addressing
-/// below 256, flat space up to 16383).
-pub fn encode_lun(lun: u64) -> [u8; 8] {
-    let mut b = [0u8; 8];
-    if lun < 256 {
-        b[1] = lun as u8;
-    } else {
-        b[0] = 0x40 | ((lun >> 8) as u8 & 0x3f);
-        b[1] = lun as u8;
-    }
-    b
-}
 
 /// Decodes the LUN field of a PDU; `None` for addressing we do not serve.
 pub fn decode_lun(raw: u64) -> Option<u64> {
@@ -57,7 +46,7 @@ pub fn report_luns(cdb: &[u8], luns: &[u64]) -> ScsiResponse {
     b.put_u32((listed.len() * 8) as u32);
     b.put_u32(0);
     for l in listed {
-        b.put_slice(&encode_lun(l));
+        b.put_u64(encode_lun(l));
     }
     let mut data = b.freeze();
     data.truncate(alloc as usize);
@@ -97,7 +86,7 @@ mod tests {
     #[test]
     fn lun_encoding_round_trips() {
         for l in [0u64, 1, 255, 256, 16383] {
-            assert_eq!(decode_lun(u64::from_be_bytes(encode_lun(l))), Some(l));
+            assert_eq!(decode_lun(encode_lun(l)), Some(l));
         }
         assert_eq!(decode_lun(0x0001_0000_0000_0000 << 8), None);
     }
