@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # sgw vs Debian's tgt: the same four `qemu-img bench` runs against both
-# targets on loopback, alternating sgw/tgt (A B A B) for ROUNDS rounds, then
+# targets on loopback, alternating sgw/tgt run by run for ROUNDS rounds
+# (A B, then B A in even rounds to cancel position effects), then
 # the median throughput per target and the sgw/tgt ratio of each.
 #
 # Usage: benches/scripts/vs-tgt.sh            (from anywhere in the clone)
@@ -18,7 +19,11 @@
 # Both targets use file-backed 1 GiB LUNs: a sgw volume (LUN 0) and a tgt
 # LUN with --bstype rdwr (LUN 1). Both are pre-filled with one sequential
 # write pass, so reads hit allocated blocks on both. Only 127.0.0.1 is bound.
-# The last line is
+# The table also gives each target's CPU time (user + system, all its
+# threads) per GiB moved, median of the rounds: on a shared machine it
+# moves less than throughput. For the write runs it includes the flush
+# qemu-img sends when it closes the LUN (fdatasync write-back), which
+# varies from run to run. The last line is
 #   ratios: seqwrite=X seqread=Y randwrite4k=Z read4k=W
 # (the 4 KiB runs are qemu-img bench's default sequential pattern; the names
 # are kept for comparison with earlier reports).
@@ -242,6 +247,7 @@ declare -A BYTES=([seqwrite]=$((1024 * 1048576)) [seqread]=$((1024 * 1048576))
     [randwrite4k]=$((40000 * 4096)) [read4k]=$((40000 * 4096)))
 declare -A OPS=([seqwrite]=1024 [seqread]=1024 [randwrite4k]=40000 [read4k]=40000)
 declare -A RESULT=()
+declare -A CPU=()
 
 # Runs one qemu-img bench; prints the elapsed seconds it reports.
 bench_once() {
@@ -253,6 +259,12 @@ bench_once() {
     [[ -n "$secs" ]] || die "no 'Run completed in X seconds.' in qemu-img output: $out"
     echo "$secs"
 }
+
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+TICKS_PER_SEC="$(getconf CLK_TCK)"
 
 median() {
     tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{v[NR]=$1} END {
@@ -276,31 +288,45 @@ bench_once "$TGT_URL" "${ARGS[seqwrite]}" >/dev/null
 sync
 
 for round in $(seq 1 "$ROUNDS"); do
+    # Odd rounds run sgw first, even rounds tgt first: back-to-back runs
+    # showed a position effect of up to 20% on this machine.
+    order="sgw tgt"
+    [[ $((round % 2)) -eq 0 ]] && order="tgt sgw"
     for t in "${TESTS[@]}"; do
-        for target in sgw tgt; do
+        for target in $order; do
             if [[ $target == sgw ]]; then url="$SGW_URL"; pid="$SGW_PID"; else url="$TGT_URL"; pid="$TGT_PID"; fi
             kill -0 "$pid" 2>/dev/null || die "$target (pid $pid) is no longer running"
             [[ "$BENCH_SYNC" == 1 ]] && sync
+            c0="$(cpu_ticks "$pid")"
             secs="$(bench_once "$url" "${ARGS[$t]}")"
+            c1="$(cpu_ticks "$pid")"
             mibs="$(awk -v b="${BYTES[$t]}" -v s="$secs" 'BEGIN { printf "%.2f", b / s / 1048576 }')"
+            # Target CPU seconds per GiB moved: less sensitive to other load.
+            cpu="$(awk -v c=$((c1 - c0)) -v hz="$TICKS_PER_SEC" -v b="${BYTES[$t]}" \
+                'BEGIN { printf "%.3f", c / hz / (b / 1073741824) }')"
             RESULT[$target,$t]+="$mibs "
-            log "round $round/$ROUNDS  $target  ${LABEL[$t]}: ${secs}s  ${mibs} MiB/s"
+            CPU[$target,$t]+="$cpu "
+            log "round $round/$ROUNDS  $target  ${LABEL[$t]}: ${secs}s  ${mibs} MiB/s  target CPU ${cpu} s/GiB"
         done
     done
 done
 log "load after: $(uptime)"
 
 # --- report ------------------------------------------------------------------
-printf '\n%-18s %12s %12s %12s %12s %8s\n' "test (median of $ROUNDS)" "sgw MiB/s" "tgt MiB/s" "sgw IOPS" "tgt IOPS" "sgw/tgt"
+printf '\n%-18s %10s %10s %9s %9s %8s %14s\n' "test (median of $ROUNDS)" "sgw MiB/s" "tgt MiB/s" \
+    "sgw IOPS" "tgt IOPS" "sgw/tgt" "CPU s/GiB s|t"
 ratios="ratios:"
 for t in "${TESTS[@]}"; do
     s="$(median <<<"${RESULT[sgw,$t]}")"
     g="$(median <<<"${RESULT[tgt,$t]}")"
     ratio="$(awk -v s="$s" -v g="$g" 'BEGIN { printf "%.2f", s / g }')"
     per_op=$(( ${BYTES[$t]} / ${OPS[$t]} ))
-    printf '%-18s %12.1f %12.1f %12.0f %12.0f %8s\n' "${LABEL[$t]}" "$s" "$g" \
+    cs="$(median <<<"${CPU[sgw,$t]}")"
+    cg="$(median <<<"${CPU[tgt,$t]}")"
+    printf '%-18s %10.1f %10.1f %9.0f %9.0f %8s %14s\n' "${LABEL[$t]}" "$s" "$g" \
         "$(awk -v m="$s" -v p="$per_op" 'BEGIN { print m * 1048576 / p }')" \
-        "$(awk -v m="$g" -v p="$per_op" 'BEGIN { print m * 1048576 / p }')" "$ratio"
+        "$(awk -v m="$g" -v p="$per_op" 'BEGIN { print m * 1048576 / p }')" "$ratio" \
+        "$(printf '%.2f|%.2f' "$cs" "$cg")"
     ratios+=" $t=$ratio"
 done
 echo "runs (MiB/s): $(for t in "${TESTS[@]}"; do printf '%s sgw[%s] tgt[%s]; ' "$t" "${RESULT[sgw,$t]% }" "${RESULT[tgt,$t]% }"; done)"

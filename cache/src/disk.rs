@@ -3,7 +3,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -30,10 +32,18 @@ pub struct DiskIdentity {
     pub slots: u32,
 }
 
+/// Bytes written to a disk after which its dirty pages are handed to the
+/// device without waiting (see `Disk::write_at`). Measured on the
+/// `cache_write` bench: 1 MiB does as well as 256 KiB; 4 MiB loses about
+/// half of the gain.
+const WRITEBACK_BYTES: u64 = 1 << 20;
+
 pub struct Disk {
     pub identity: DiskIdentity,
     pub path: PathBuf,
     file: File,
+    /// Bytes written since writeback was last started.
+    unstarted: AtomicU64,
 }
 
 impl Disk {
@@ -57,7 +67,7 @@ impl Disk {
         let identity = DiskIdentity { cache_id, disk_id, chunk_size, slots };
         file.write_all_at(&encode_header(&identity), 0).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(Disk { identity, path: path.to_path_buf(), file })
+        Ok(Disk { identity, path: path.to_path_buf(), file, unstarted: AtomicU64::new(0) })
     }
 
     /// Reopens a disk the index knows, refusing one whose header differs.
@@ -76,7 +86,7 @@ impl Disk {
                 reason: format!("header says {found:?}, index expects {expected:?}"),
             });
         }
-        Ok(Disk { identity: found, path: path.to_path_buf(), file })
+        Ok(Disk { identity: found, path: path.to_path_buf(), file, unstarted: AtomicU64::new(0) })
     }
 
     fn offset(&self, slot: u32, offset_in_slot: u64) -> u64 {
@@ -87,8 +97,31 @@ impl Disk {
         self.file.read_exact_at(buf, self.offset(slot, offset_in_slot)).map_err(|e| self.error(e))
     }
 
+    /// Writes into the page cache. Every MiB written, the disk's dirty pages
+    /// are handed to the device (sync_file_range WRITE, which does not wait
+    /// for them), so that the transfer overlaps the writes that follow and
+    /// the flush's fdatasync finds little left to do: left to the flush, the
+    /// transfer is most of a flush's time. A page rewritten before the next
+    /// flush may go to the device twice; that costs bandwidth only.
     pub fn write_at(&self, slot: u32, offset_in_slot: u64, buf: &[u8]) -> Result<()> {
-        self.file.write_all_at(buf, self.offset(slot, offset_in_slot)).map_err(|e| self.error(e))
+        self.file.write_all_at(buf, self.offset(slot, offset_in_slot)).map_err(|e| self.error(e))?;
+        let len = buf.len() as u64;
+        let total = self.unstarted.fetch_add(len, Ordering::Relaxed) + len;
+        // One writer starts it; a writer that raced in tries again next time.
+        if total >= WRITEBACK_BYTES && self.unstarted.compare_exchange(total, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.start_writeback();
+        }
+        Ok(())
+    }
+
+    /// A hint only: durability still comes from `sync_data`, so a refusal
+    /// (a file system without it) changes nothing but speed.
+    fn start_writeback(&self) {
+        // SAFETY: a plain syscall on a descriptor this Disk owns.
+        let rc = unsafe { libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+        if rc != 0 {
+            tracing::debug!(path = %self.path.display(), error = %std::io::Error::last_os_error(), "early writeback refused");
+        }
     }
 
     /// fdatasync: the data written so far survives power loss.
@@ -142,3 +175,4 @@ mod tests {
         assert!(matches!(Disk::open(&path, other), Err(Error::ForeignDisk { .. })));
     }
 }
+

@@ -87,6 +87,7 @@
 mod cache;
 mod chunk;
 mod config;
+mod crc;
 mod disk;
 mod error;
 pub mod eviction;

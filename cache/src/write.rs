@@ -110,9 +110,7 @@ impl Inner {
             self.abandon_vacant(&mut guard, id);
             return Err(error);
         }
-        for (i, sector) in sectors.clone().enumerate() {
-            chunk.current.crcs[sector as usize] = crc32c::crc32c(&buffer[i * sector_bytes..(i + 1) * sector_bytes]);
-        }
+        crate::crc::sectors(&buffer, sector_bytes, &mut chunk.current.crcs[sectors.start as usize..sectors.end as usize]);
         chunk.current.valid.insert_range(sectors);
         chunk.generation += 1;
         chunk.touched = epoch;
@@ -236,9 +234,7 @@ impl Inner {
             let from = (run.start - first) as usize * sector;
             let bytes = &data[from..from + run.len() * sector];
             disk.write_at(chunk.current.slot.slot, u64::from(run.start) * sector as u64, bytes)?;
-            for (i, s) in run.clone().enumerate() {
-                chunk.current.crcs[s as usize] = crc32c::crc32c(&bytes[i * sector..(i + 1) * sector]);
-            }
+            crate::crc::sectors(bytes, sector, &mut chunk.current.crcs[run.start as usize..run.end as usize]);
             chunk.current.valid.insert_range(run);
         }
         Ok(())

@@ -212,3 +212,8 @@ write("dataout", "initial-r2t", dataout_header(True, 4096, 8192, 4096, 1, 20000,
       + action(0) + action(2, 4096) + action(2, 4096) + action(0) + action(2, 4096))
 write("dataout", "raw-data-out", dataout_header(False, 8192, 8192, 2048, 1, 12000, 1000)
       + action(3, 1048, 0, 2) + action(0) + action(3, 512, 1, 16))
+# Regression: the dataout fuzzer's first find, an F bit ending the
+# unsolicited burst before FirstBurstLength (see server/dataout.rs tests).
+write("dataout", "regression-unsolicited-early-f", bytes([
+    0, 30, 0, 62, 0, 30, 46, 3, 30, 6, 0, 3, 4, 24, 0, 2, 0, 0, 238, 159, 0, 0, 249, 0, 0, 0, 0,
+    109, 108, 108, 108, 108, 236, 63, 115, 16, 0, 16, 0]))

@@ -14,8 +14,20 @@ export CARGO_TERM_COLOR=never
 export SGW_REQUIRE_PEERS=1
 export SGW_REQUIRE_S3_PEERS=1
 
+# Every parser under cargo fuzz, briefly (FUZZ_SECONDS per target).
+tests/scripts/fuzz-smoke.sh
+
 # One build for everything: `cargo test` also builds the sgw binary (the
 # gateway package has integration tests), and the end-to-end tests in
 # tests/ run that release binary.
 export SGW_BIN="$CARGO_TARGET_DIR/release/sgw"
-cargo test --release --workspace --no-fail-fast -- --test-threads=2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
+
+# One closing line over every test binary (cargo prints one per binary,
+# and the last ones are crates without tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

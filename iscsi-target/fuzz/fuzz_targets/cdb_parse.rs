@@ -20,9 +20,7 @@ use bytes::Bytes;
 use iscsi_target::scsi::block::{BlockDevice, Provisioning};
 use iscsi_target::scsi::cdb::ReportingOptions;
 use iscsi_target::scsi::opcodes::{Features, DISK_OPCODES};
-use iscsi_target::scsi::{
-    BlockCount, DeviceIdentity, DiskUnit, ItNexus, Lba, LogicalUnit, ScsiRequest, ScsiStatus,
-};
+use iscsi_target::scsi::{BlockCount, DeviceIdentity, DiskUnit, ItNexus, Lba, LogicalUnit, ScsiRequest, ScsiStatus};
 use libfuzzer_sys::fuzz_target;
 
 const BLOCKS: u64 = 64;

@@ -92,8 +92,8 @@ enum Rule {
     /// Markers (RFC 7143 removed them): always No / Irrelevant.
     Marker,
     MarkInt,
-    /// Values that only ever make sense from the target, or keys handled
-    /// by the login layer itself.
+    /// Keys only the target declares (TargetAlias, TargetAddress,
+    /// TargetPortalGroupTag).
     NotNegotiated,
 }
 
@@ -204,7 +204,9 @@ impl Negotiator {
             },
             Rule::Marker => "No".to_string(),
             Rule::MarkInt => "Irrelevant".to_string(),
-            Rule::NotNegotiated => "Irrelevant".to_string(),
+            // Target-declared keys from an initiator carry no meaning; the
+            // target's own declaration (if any) already went out.
+            Rule::NotNegotiated => return Some(Answer::Silent),
         };
         // Session-wide keys are irrelevant in a discovery session (RFC 7143
         // §13.22 and the per-key text), except the digests and lengths.

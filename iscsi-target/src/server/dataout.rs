@@ -162,15 +162,16 @@ impl WriteCollector {
             return Err(DataOutError::Overrun);
         }
         let done = end == burst.end;
-        if done != d.final_ && burst_idx.is_some() {
-            // The F bit must mark exactly the end of a solicited burst.
+        if done != d.final_ {
+            // The F bit must mark exactly the end of a burst: an unsolicited
+            // burst ended early would leave a gap that no R2T asks for.
             return Err(DataOutError::Overrun);
         }
         burst.next = end;
         burst.next_data_sn += 1;
         self.buf[d.buffer_offset as usize..end as usize].copy_from_slice(&d.data);
         self.received += len;
-        if done || d.final_ {
+        if done {
             match burst_idx {
                 None => self.unsolicited = None,
                 Some(i) => {
@@ -252,6 +253,16 @@ mod tests {
         assert_eq!(c.on_data_out(&dout(5, 0, 0, 8192, false)), Err(DataOutError::Overrun));
         c.on_data_out(&dout(5, 0, 0, 8192, true)).unwrap();
         assert!(c.is_complete());
+    }
+
+    #[test]
+    fn unsolicited_burst_must_end_exactly_at_the_first_burst() {
+        // Found by the dataout fuzzer: an F bit before FirstBurstLength used
+        // to close the unsolicited burst and leave bytes no R2T asked for.
+        let mut c = WriteCollector::new(limits(false), 40960, Bytes::from(vec![0u8; 3])).unwrap();
+        assert_eq!(c.on_data_out(&dout(RESERVED_TAG, 0, 3, 3039, true)), Err(DataOutError::Overrun));
+        let mut c = WriteCollector::new(limits(false), 40960, Bytes::new()).unwrap();
+        assert_eq!(c.on_data_out(&dout(RESERVED_TAG, 0, 0, 8192, false)), Err(DataOutError::Overrun));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::io;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::pdu::{Bhs, DecodeError, Digests, EncodedPdu, Pdu, BHS_LEN};
 
@@ -24,6 +24,37 @@ pub enum ReadError {
 /// Reads one PDU. `max_data` bounds the data segment we accept so a peer
 /// cannot make us allocate arbitrary memory.
 pub async fn read_pdu<R: AsyncRead + Unpin>(r: &mut R, d: Digests, max_data: usize) -> Result<Pdu, ReadError> {
+    let (header, bhs, data_len) = read_header(r, d, max_data).await?;
+    let mut data = BytesMut::zeroed(data_len);
+    r.read_exact(&mut data).await?;
+    Pdu::decode(&header, data.freeze(), d).map_err(|error| ReadError::Bad { error, bhs })
+}
+
+/// [`read_pdu`] through a receive buffer. Headers (and small data) come
+/// from the buffer, so at queue depth one system call takes several PDUs;
+/// the part of a data segment not yet buffered is read straight into
+/// place, so large Data-Out is not copied twice.
+pub async fn read_pdu_buffered<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    d: Digests,
+    max_data: usize,
+) -> Result<Pdu, ReadError> {
+    let (header, bhs, data_len) = read_header(r, d, max_data).await?;
+    let mut data = BytesMut::zeroed(data_len);
+    let n = r.buffer().len().min(data_len);
+    data[..n].copy_from_slice(&r.buffer()[..n]);
+    r.consume(n);
+    r.get_mut().read_exact(&mut data[n..]).await?;
+    Pdu::decode(&header, data.freeze(), d).map_err(|error| ReadError::Bad { error, bhs })
+}
+
+/// Reads the BHS and the rest of the header; returns the header, the raw
+/// BHS (for a Reject) and the data segment's length on the wire.
+async fn read_header<R: AsyncRead + Unpin>(
+    r: &mut R,
+    d: Digests,
+    max_data: usize,
+) -> Result<(Vec<u8>, [u8; BHS_LEN], usize), ReadError> {
     let mut bhs = [0u8; BHS_LEN];
     r.read_exact(&mut bhs).await?;
     let frame = Bhs::parse(&bhs).map_err(|error| ReadError::Bad { error, bhs })?;
@@ -34,9 +65,7 @@ pub async fn read_pdu<R: AsyncRead + Unpin>(r: &mut R, d: Digests, max_data: usi
     header.extend_from_slice(&bhs);
     header.resize(BHS_LEN + frame.header_rest_len(d), 0);
     r.read_exact(&mut header[BHS_LEN..]).await?;
-    let mut data = BytesMut::zeroed(frame.data_wire_len(d));
-    r.read_exact(&mut data).await?;
-    Pdu::decode(&header, data.freeze(), d).map_err(|error| ReadError::Bad { error, bhs })
+    Ok((header, bhs, frame.data_wire_len(d)))
 }
 
 /// Writes encoded PDUs with as few system calls as the batch allows.
