@@ -60,17 +60,35 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts a gateway on a fresh scratch data directory.
+    /// Starts a gateway on a fresh scratch data directory and free ports.
     pub fn start() -> Gateway {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let mut g = Gateway::start_in(&dir, free_port(), free_port());
-        g._tmp = Some(tmp);
-        g
+        // A port found free can be taken (by an outgoing connection of a
+        // test running alongside) before the daemon binds it: try others.
+        for _ in 0..5 {
+            if let Some(mut g) = Gateway::try_start(&dir, free_port(), free_port()) {
+                g._tmp = Some(tmp);
+                return g;
+            }
+        }
+        panic!("sgw could not start on free ports");
     }
 
     /// Starts a gateway on an existing data directory and ports.
     pub fn start_in(data_dir: &Path, iscsi_port: u16, api_port: u16) -> Gateway {
+        for _ in 0..5 {
+            if let Some(g) = Gateway::try_start(data_dir, iscsi_port, api_port) {
+                return g;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("sgw could not start on ports {iscsi_port} and {api_port}");
+    }
+
+    /// Starts the daemon; `None` if it exited before becoming ready (its
+    /// ports were taken).
+    fn try_start(data_dir: &Path, iscsi_port: u16, api_port: u16) -> Option<Gateway> {
         let log = data_dir.with_extension(format!("log.{}", rand::random::<u32>()));
         let logfile = std::fs::File::create(&log).expect("log file");
         let child = Command::new(sgw_bin())
@@ -83,20 +101,22 @@ impl Gateway {
             .stderr(logfile)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", sgw_bin().display()));
-        let g = Gateway { child: Some(child), data_dir: data_dir.to_path_buf(), iscsi_port, api_port, _tmp: None, log };
-        g.wait_ready();
-        g
-    }
-
-    fn wait_ready(&self) {
+        let mut g = Gateway { child: Some(child), data_dir: data_dir.to_path_buf(), iscsi_port, api_port, _tmp: None, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if ureq::get(&format!("{}/api/v1/health", self.api())).call().is_ok() {
-                return;
+            if ureq::get(&format!("{}/api/v1/health", g.api())).call().is_ok() {
+                return Some(g);
+            }
+            if let Some(c) = g.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    eprintln!("sgw exited at start:\n{}", g.log_text());
+                    g.child = None;
+                    return None;
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("sgw did not become ready; log:\n{}", self.log_text());
+        panic!("sgw did not become ready; log:\n{}", g.log_text());
     }
 
     pub fn log_text(&self) -> String {
