@@ -84,7 +84,7 @@ pub(super) async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr
     };
     match est.result.target.clone() {
         None => discovery_session(&server, rd, wr, est, local, stop).await,
-        Some(target) => normal_session(server, rd, wr, est, target, peer, stop).await,
+        Some(target) => normal_session(server, rd, wr, est, target, peer, local, stop).await,
     }
 }
 
@@ -791,6 +791,7 @@ async fn normal_session(
     est: Established,
     target: Arc<Target>,
     peer: SocketAddr,
+    local: SocketAddr,
     stop: CancellationToken,
 ) {
     let params = est.result.params.clone();
@@ -888,7 +889,6 @@ async fn normal_session(
                     }
                     let mut pending = None;
                     let mut ttt = 0;
-                    let local = SocketAddr::from(([127, 0, 0, 1], 3260));
                     let own = [target.clone()];
                     s.send(text_reply(&req, &mut pending, &mut ttt, &own, local, max_pdu)).await
                 }
