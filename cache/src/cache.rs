@@ -305,6 +305,14 @@ impl Cache {
         self.inner.dirty_batch(max)
     }
 
+    /// Every chunk of `namespace` the backing store lacks (dirty or being
+    /// uploaded), with its generation now. A recovery point starts from
+    /// this list: these are the chunks whose current content must still
+    /// reach the store.
+    pub fn unsynced_chunks(&self, namespace: u64) -> Vec<DirtyChunk> {
+        self.inner.unsynced_chunks(namespace)
+    }
+
     /// Records that `generation` of the chunk is safely in the backing
     /// store. Returns false, leaving the chunk dirty, if it was written
     /// again meanwhile.

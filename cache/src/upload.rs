@@ -29,6 +29,25 @@ impl Inner {
             .collect()
     }
 
+    pub fn unsynced_chunks(&self, namespace: u64) -> Vec<DirtyChunk> {
+        let ids: Vec<ChunkId> = {
+            let state = self.state.lock();
+            let in_ns = |id: &ChunkId| id.namespace == namespace;
+            state.dirty_queue.values().copied().filter(in_ns).chain(state.uploading.keys().copied().filter(in_ns)).collect()
+        };
+        // Lock order is cell then state, so generations are read after the
+        // state lock is released.
+        ids.into_iter()
+            .filter_map(|id| {
+                let guard = self.lock_cell(id, false)?;
+                match &*guard {
+                    Cell::Present(chunk) if chunk.dirty => Some(DirtyChunk { id, generation: chunk.generation }),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     pub fn mark_uploaded(&self, id: ChunkId, generation: u64) -> Result<bool> {
         self.check_healthy()?;
         let Some(mut guard) = self.lock_cell(id, false) else { return Ok(false) };

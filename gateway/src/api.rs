@@ -7,19 +7,21 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use iscsi_target::server::Server;
 use serde::{Deserialize, Serialize};
 
+use crate::cached::{CachedVolumes, SnapshotRecord};
 use crate::metrics::Metrics;
-use crate::volumes::{VolumeChap, VolumeError, VolumeInfo, VolumeManager};
+use crate::volumes::{CloneSource, NewVolume, VolumeChap, VolumeError, VolumeInfo, VolumeKind, VolumeManager};
 
 #[derive(Clone)]
 pub struct AppState {
     pub volumes: Arc<VolumeManager>,
     pub iscsi: Arc<Server>,
     pub metrics: Arc<Metrics>,
+    pub cached: Option<Arc<CachedVolumes>>,
 }
 
 /// An API error: a status and a message for the admin.
@@ -40,11 +42,13 @@ impl IntoResponse for ApiError {
 impl From<VolumeError> for ApiError {
     fn from(e: VolumeError) -> Self {
         let status = match &e {
-            VolumeError::InvalidName(_) | VolumeError::InvalidSize(_) | VolumeError::InvalidChap(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            VolumeError::InvalidName(_)
+            | VolumeError::InvalidSize(_)
+            | VolumeError::InvalidChap(_)
+            | VolumeError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             VolumeError::Exists(_) => StatusCode::CONFLICT,
-            VolumeError::NotFound(_) => StatusCode::NOT_FOUND,
+            VolumeError::NotFound(_) | VolumeError::SnapshotNotFound(_) => StatusCode::NOT_FOUND,
+            VolumeError::Cloud(_) => StatusCode::BAD_GATEWAY,
             VolumeError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
@@ -62,9 +66,38 @@ impl From<JsonRejection> for ApiError {
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     pub name: String,
-    pub size_bytes: u64,
+    /// Required unless cloning (a clone defaults to its source's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chap: Option<VolumeChap>,
+    /// `cached` (the default) or `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<VolumeKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_volume: Option<String>,
+}
+
+/// The body of `POST /api/v1/snapshots`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    pub volume: String,
+}
+
+/// The answer to `POST /api/v1/volumes/{name}/recovery-points`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecoveryPointCreated {
+    pub volume: String,
+    pub seq: u64,
+}
+
+/// The answer to `POST /api/v1/recover`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Recovered {
+    pub volumes: usize,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -72,6 +105,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/v1/volumes", get(list_volumes).post(create_volume))
         .route("/api/v1/volumes/{name}", get(get_volume).delete(delete_volume))
+        .route("/api/v1/volumes/{name}/recovery-points", post(create_recovery_point))
+        .route("/api/v1/snapshots", get(list_snapshots).post(create_snapshot))
+        .route("/api/v1/snapshots/{id}", get(get_snapshot).delete(delete_snapshot))
+        .route("/api/v1/recover", post(recover))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
@@ -94,29 +131,99 @@ async fn create_volume(
     body: Result<Json<CreateVolume>, JsonRejection>,
 ) -> Result<(StatusCode, Json<VolumeInfo>), ApiError> {
     let Json(req) = body?;
-    let volumes = s.volumes.clone();
-    // Creating the image file and persisting the list do blocking I/O.
-    let info = tokio::task::spawn_blocking(move || volumes.create(&req.name, req.size_bytes, req.chap))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    tracing::info!(volume = %info.name, size = info.size_bytes, "volume created");
+    let source = match (req.from_snapshot, req.from_volume) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError(StatusCode::BAD_REQUEST, "give from_snapshot or from_volume, not both".into()))
+        }
+        (Some(id), None) => Some(CloneSource::Snapshot(id)),
+        (None, Some(name)) => Some(CloneSource::Volume(name)),
+        (None, None) => None,
+    };
+    let size_bytes = match (req.size_bytes, &source) {
+        (Some(size), _) => size,
+        (None, Some(CloneSource::Volume(name))) => {
+            s.volumes.get(name).ok_or_else(|| VolumeError::NotFound(name.clone()))?.size_bytes
+        }
+        (None, Some(CloneSource::Snapshot(id))) => {
+            s.volumes
+                .snapshot_list()
+                .into_iter()
+                .find(|snap| snap.id == *id)
+                .ok_or_else(|| VolumeError::SnapshotNotFound(id.clone()))?
+                .size_bytes
+        }
+        (None, None) => return Err(ApiError(StatusCode::BAD_REQUEST, "size_bytes is required".into())),
+    };
+    let info = s
+        .volumes
+        .create(NewVolume {
+            name: req.name,
+            size_bytes,
+            chap: req.chap,
+            kind: req.kind.unwrap_or(VolumeKind::Cached),
+            source,
+        })
+        .await?;
+    tracing::info!(volume = %info.name, size = info.size_bytes, kind = ?info.kind, "volume created");
     Ok((StatusCode::CREATED, Json(info)))
 }
 
 async fn delete_volume(State(s): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     let info = s.volumes.get(&name).ok_or_else(|| VolumeError::NotFound(name.clone()))?;
     s.iscsi.end_sessions_of(&info.target_iqn);
-    let volumes = s.volumes.clone();
-    tokio::task::spawn_blocking(move || volumes.delete(&name))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    s.volumes.delete(&name).await?;
     tracing::info!(volume = %info.name, "volume deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_recovery_point(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<RecoveryPointCreated>), ApiError> {
+    let seq = s.volumes.recovery_point(&name).await?;
+    Ok((StatusCode::CREATED, Json(RecoveryPointCreated { volume: name, seq })))
+}
+
+async fn list_snapshots(State(s): State<AppState>) -> Json<Vec<SnapshotRecord>> {
+    Json(s.volumes.snapshot_list())
+}
+
+async fn get_snapshot(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<SnapshotRecord>, ApiError> {
+    s.volumes
+        .snapshot_list()
+        .into_iter()
+        .find(|snap| snap.id == id)
+        .map(Json)
+        .ok_or_else(|| VolumeError::SnapshotNotFound(id).into())
+}
+
+async fn create_snapshot(
+    State(s): State<AppState>,
+    body: Result<Json<CreateSnapshot>, JsonRejection>,
+) -> Result<(StatusCode, Json<SnapshotRecord>), ApiError> {
+    let Json(req) = body?;
+    let snap = s.volumes.snapshot_create(&req.volume).await?;
+    Ok((StatusCode::CREATED, Json(snap)))
+}
+
+async fn delete_snapshot(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    s.volumes.snapshot_delete(&id).await?;
+    tracing::info!(snapshot = %id, "snapshot deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn recover(State(s): State<AppState>) -> Result<Json<Recovered>, ApiError> {
+    let n = s.volumes.recover().await?;
+    tracing::info!(volumes = n, "recovered volumes from the bucket");
+    Ok(Json(Recovered { volumes: n }))
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
     s.metrics.volumes.set(s.volumes.list().len() as i64);
     s.metrics.iscsi_sessions.set(s.iscsi.sessions().len() as i64);
+    if let Some(c) = &s.cached {
+        c.publish_gauges();
+    }
     match s.metrics.render() {
         Ok(text) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),

@@ -2,7 +2,8 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::api::{CreateVolume, ErrorBody};
+use crate::api::{CreateSnapshot, CreateVolume, ErrorBody, RecoveryPointCreated, Recovered};
+use crate::cached::SnapshotRecord;
 use crate::volumes::VolumeInfo;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,5 +58,35 @@ impl Client {
         let url = format!("{}/api/v1/volumes/{}", self.base, name);
         ureq::delete(&url).call().map_err(|e| api_error(e, &url))?;
         Ok(())
+    }
+
+    pub fn create_recovery_point(&self, volume: &str) -> Result<RecoveryPointCreated, ClientError> {
+        let url = format!("{}/api/v1/volumes/{}/recovery-points", self.base, volume);
+        let r = ureq::post(&url).call().map_err(|e| api_error(e, &url))?;
+        Self::json(r)
+    }
+
+    pub fn create_snapshot(&self, volume: &str) -> Result<SnapshotRecord, ClientError> {
+        let url = format!("{}/api/v1/snapshots", self.base);
+        let r = ureq::post(&url).send_json(CreateSnapshot { volume: volume.to_owned() }).map_err(|e| api_error(e, &url))?;
+        Self::json(r)
+    }
+
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>, ClientError> {
+        let url = format!("{}/api/v1/snapshots", self.base);
+        let r = ureq::get(&url).call().map_err(|e| api_error(e, &url))?;
+        Self::json(r)
+    }
+
+    pub fn delete_snapshot(&self, id: &str) -> Result<(), ClientError> {
+        let url = format!("{}/api/v1/snapshots/{}", self.base, id);
+        ureq::delete(&url).call().map_err(|e| api_error(e, &url))?;
+        Ok(())
+    }
+
+    pub fn recover(&self) -> Result<Recovered, ClientError> {
+        let url = format!("{}/api/v1/recover", self.base);
+        let r = ureq::post(&url).call().map_err(|e| api_error(e, &url))?;
+        Self::json(r)
     }
 }

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::cloud::store::{LocalStoreConfig, StoreConfig};
+use crate::cloud::CloudConfig;
+
 /// Everything `sgw serve` needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -14,6 +17,17 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// Where volumes and state live.
     pub data_dir: PathBuf,
+    /// Bytes of local disk for the cache (a sparse file in the data
+    /// directory unless `cache_disk` names another file or device).
+    pub cache_size: u64,
+    pub cache_disk: Option<PathBuf>,
+    /// Seconds between recovery points of each changed cached volume.
+    pub recovery_point_interval_secs: u64,
+    /// The master key file; generated on first start when absent.
+    pub key_file: Option<PathBuf>,
+    /// The object store; the embedded local store under the data
+    /// directory when absent.
+    pub cloud: Option<CloudConfig>,
 }
 
 impl Default for Config {
@@ -22,7 +36,34 @@ impl Default for Config {
             iscsi_listen: SocketAddr::from(([0, 0, 0, 0], 3260)),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./sgw-data"),
+            cache_size: 16 << 30,
+            cache_disk: None,
+            recovery_point_interval_secs: 300,
+            key_file: None,
+            cloud: None,
         }
+    }
+}
+
+impl Config {
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    pub fn cache_disk(&self) -> PathBuf {
+        self.cache_disk.clone().unwrap_or_else(|| self.data_dir.join("cache").join("disk0.img"))
+    }
+
+    /// The cloud configuration in effect.
+    pub fn cloud(&self) -> CloudConfig {
+        self.cloud.clone().unwrap_or_else(|| CloudConfig {
+            store: StoreConfig::Local(LocalStoreConfig { root: self.data_dir.join("objects"), restore_delay_secs: 0 }),
+            prefix: String::new(),
+            retry: Default::default(),
+            bandwidth: Default::default(),
+            uploader: Default::default(),
+            zstd_level: crate::cloud::DEFAULT_ZSTD_LEVEL,
+        })
     }
 }
 
@@ -33,6 +74,11 @@ pub struct ConfigFile {
     pub iscsi_listen: Option<SocketAddr>,
     pub api_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub cache_size: Option<u64>,
+    pub cache_disk: Option<PathBuf>,
+    pub recovery_point_interval_secs: Option<u64>,
+    pub key_file: Option<PathBuf>,
+    pub cloud: Option<CloudConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +114,21 @@ impl Config {
         if let Some(v) = f.data_dir {
             self.data_dir = v;
         }
+        if let Some(v) = f.cache_size {
+            self.cache_size = v;
+        }
+        if let Some(v) = f.cache_disk {
+            self.cache_disk = Some(v);
+        }
+        if let Some(v) = f.recovery_point_interval_secs {
+            self.recovery_point_interval_secs = v.max(1);
+        }
+        if let Some(v) = f.key_file {
+            self.key_file = Some(v);
+        }
+        if let Some(v) = f.cloud {
+            self.cloud = Some(v);
+        }
     }
 }
 
@@ -85,6 +146,24 @@ mod tests {
         assert_eq!(c.iscsi_listen, "127.0.0.1:3300".parse().unwrap());
         assert_eq!(c.api_listen, Config::default().api_listen);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/y"));
+        assert_eq!(c.key_file(), PathBuf::from("/tmp/y/master.key"));
+        assert!(matches!(c.cloud().store, StoreConfig::Local(_)));
+    }
+
+    #[test]
+    fn s3_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sgw.toml");
+        std::fs::write(
+            &p,
+            "cache_size = 1073741824\n[cloud]\nprefix = \"site-a\"\n[cloud.store]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), ConfigFile::default()).unwrap();
+        assert_eq!(c.cache_size, 1 << 30);
+        let cloud = c.cloud();
+        assert_eq!(cloud.prefix, "site-a");
+        assert!(matches!(cloud.store, StoreConfig::S3(ref s) if s.bucket == "b" && s.path_style));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `sgw` gateway: volumes, the daemon, the REST API and the CLI.
 pub mod api;
+pub mod cached;
 pub mod client;
 pub mod cloud;
 pub mod config;

@@ -1,6 +1,7 @@
-//! Volumes: each is an iSCSI target (LUN 0) named after the volume, backed
-//! by a sparse file in the data directory. The set of volumes is persisted
-//! in `volumes.json`, replaced atomically on every change.
+//! Volumes: each is an iSCSI target (LUN 0) named after the volume. A
+//! cached volume (the default) keeps its primary copy in the cloud; a local
+//! volume is a sparse file in the data directory. The set of volumes is
+//! persisted in `volumes.json`, replaced atomically on every change.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,6 +15,9 @@ use iscsi_target::scsi::spc::DeviceIdentity;
 use iscsi_target::scsi::LogicalUnit;
 use iscsi_target::target::{Target, TargetCatalog};
 use serde::{Deserialize, Serialize};
+
+use crate::cached::map::ChunkMap;
+use crate::cached::{CachedVolume, CachedVolumes, SnapshotRecord, VolumeIdentity};
 
 /// The IQN prefix of every target this gateway serves.
 pub const IQN_PREFIX: &str = "iqn.2026-11.org.sgw";
@@ -34,22 +38,55 @@ pub struct VolumeChap {
     pub mutual_secret: Option<String>,
 }
 
+/// What backs a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeKind {
+    /// The primary copy in the cloud, hot and unsent data in the cache.
+    Cached,
+    /// A sparse file in the data directory and nothing in the cloud: for
+    /// labs and as a baseline; not protected by recovery points.
+    Local,
+}
+
+/// Volumes recorded before kinds existed were local files.
+fn legacy_kind() -> VolumeKind {
+    VolumeKind::Local
+}
+
 /// A volume's persistent record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRecord {
     pub name: String,
     pub size_bytes: u64,
-    /// Random, assigned at creation: the LU's NAA identifier and serial.
+    /// Random, assigned at creation: the LU's NAA identifier and serial,
+    /// and the cache namespace of a cached volume.
     pub id: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chap: Option<VolumeChap>,
+    #[serde(default = "legacy_kind")]
+    pub kind: VolumeKind,
+    /// Cached volumes: the clone family (shared cloud namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<u64>,
+    /// What the volume was cloned from, for the admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Volume states, named as AWS Storage Gateway names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum VolumeState {
+    /// Being made (a clone copying its source's map).
+    Creating,
     Available,
+    /// Uploading data it held when the gateway started (after an unclean
+    /// stop, or with uploads pending from the last run).
+    Bootstrapping,
+    /// The cache is full of data not yet uploaded: writes are held back
+    /// until uploads make room (they never fail).
+    UploadBufferFull,
 }
 
 /// A volume as the API reports it.
@@ -60,8 +97,32 @@ pub struct VolumeInfo {
     pub target_iqn: String,
     pub lun: u64,
     pub state: VolumeState,
+    pub kind: VolumeKind,
     pub chap_enabled: bool,
     pub mutual_chap_enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Seconds since the last recovery point (cached volumes that have one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_point_age_secs: Option<u64>,
+}
+
+/// Where a clone's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloneSource {
+    Snapshot(String),
+    Volume(String),
+}
+
+/// A request to create a volume.
+#[derive(Debug, Clone)]
+pub struct NewVolume {
+    pub name: String,
+    pub size_bytes: u64,
+    pub chap: Option<VolumeChap>,
+    pub kind: VolumeKind,
+    pub source: Option<CloneSource>,
 }
 
 /// What can go wrong managing volumes; the API maps each to a status code.
@@ -77,8 +138,24 @@ pub enum VolumeError {
     Exists(String),
     #[error("volume {0} not found")]
     NotFound(String),
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("cloud: {0}")]
+    Cloud(String),
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<crate::cached::service::ServiceError> for VolumeError {
+    fn from(e: crate::cached::service::ServiceError) -> Self {
+        match e {
+            crate::cached::service::ServiceError::SnapshotNotFound(id) => VolumeError::SnapshotNotFound(id),
+            crate::cached::service::ServiceError::Io(e) => VolumeError::Io(e),
+            e => VolumeError::Cloud(e.to_string()),
+        }
+    }
 }
 
 pub fn target_iqn(name: &str) -> String {
@@ -123,33 +200,68 @@ fn validate_chap(c: &VolumeChap) -> Result<(), VolumeError> {
 struct Volume {
     record: VolumeRecord,
     target: Arc<Target>,
-    device: Arc<FileBlockDevice>,
+    device: Arc<dyn BlockDevice>,
+    cached: Option<Arc<CachedVolume>>,
 }
 
 /// The gateway's volumes; also the iSCSI target catalog.
 pub struct VolumeManager {
     dir: PathBuf,
     volumes: RwLock<BTreeMap<String, Volume>>,
+    cached: Option<Arc<CachedVolumes>>,
+    /// The cache's dirty high watermark: at it, writers wait.
+    dirty_high_watermark: u64,
+    /// Names being created (clones), shown as CREATING.
+    creating: std::sync::Mutex<BTreeMap<String, NewVolume>>,
+    /// Volumes that held unsent data at start, until it is all uploaded.
+    bootstrapping: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Creations and deletions, one at a time.
+    changes: tokio::sync::Mutex<()>,
+}
+
+/// Writes `name` in `dir` atomically: temp file, fsync, rename, fsync dir.
+/// Mode 0600: the volume list holds CHAP secrets.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        set_private(&f)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl VolumeManager {
     /// Opens the volumes under `data_dir`, creating the layout if needed.
-    pub fn open(data_dir: &Path) -> Result<VolumeManager, VolumeError> {
+    /// Without `cached` only local volumes can exist.
+    pub async fn open(
+        data_dir: &Path,
+        cached: Option<Arc<CachedVolumes>>,
+        dirty_high_watermark: u64,
+    ) -> Result<VolumeManager, VolumeError> {
         let dir = data_dir.to_path_buf();
         std::fs::create_dir_all(dir.join("volumes"))?;
-        let mgr = VolumeManager { dir, volumes: RwLock::new(BTreeMap::new()) };
+        let mgr = VolumeManager {
+            dir,
+            volumes: RwLock::new(BTreeMap::new()),
+            cached,
+            dirty_high_watermark,
+            creating: std::sync::Mutex::new(BTreeMap::new()),
+            bootstrapping: std::sync::Mutex::new(Default::default()),
+            changes: tokio::sync::Mutex::new(()),
+        };
         let records: Vec<VolumeRecord> = match std::fs::read(mgr.state_path()) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        {
-            let mut vols = mgr.write();
-            for r in records {
-                let name = r.name.clone();
-                vols.insert(name, mgr.build(r)?);
-            }
+        for r in records {
+            let name = r.name.clone();
+            let volume = mgr.build(r, None).await?;
+            mgr.write().insert(name, volume);
         }
         Ok(mgr)
     }
@@ -170,8 +282,38 @@ impl VolumeManager {
         self.volumes.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn build(&self, r: VolumeRecord) -> Result<Volume, VolumeError> {
-        let dev = Arc::new(FileBlockDevice::open(&self.image_path(&r.name), r.size_bytes, BLOCK_SIZE)?);
+    fn cached_service(&self) -> Result<&Arc<CachedVolumes>, VolumeError> {
+        self.cached.as_ref().ok_or_else(|| VolumeError::InvalidRequest("this gateway has no cloud store".into()))
+    }
+
+    /// Builds a volume's device and target. `base` is a new clone's content;
+    /// without it a cached volume opens its existing map.
+    async fn build(&self, r: VolumeRecord, base: Option<Option<ChunkMap>>) -> Result<Volume, VolumeError> {
+        let (device, cached): (Arc<dyn BlockDevice>, Option<Arc<CachedVolume>>) = match r.kind {
+            VolumeKind::Local => {
+                (Arc::new(FileBlockDevice::open(&self.image_path(&r.name), r.size_bytes, BLOCK_SIZE)?), None)
+            }
+            VolumeKind::Cached => {
+                let service = self.cached_service()?;
+                let identity = VolumeIdentity {
+                    id: r.id,
+                    family: r.family.unwrap_or(r.id),
+                    name: r.name.clone(),
+                    size_bytes: r.size_bytes,
+                };
+                let v = match base {
+                    Some(content) => service.create(identity, content).await?,
+                    None => {
+                        let v = service.open(identity).await?;
+                        if service.has_unsynced(v.id()) {
+                            self.bootstrapping.lock().unwrap_or_else(|e| e.into_inner()).insert(v.id());
+                        }
+                        v
+                    }
+                };
+                (v.clone(), Some(v))
+            }
+        };
         let identity = DeviceIdentity {
             vendor: "SGW".into(),
             product: "Volume".into(),
@@ -180,7 +322,7 @@ impl VolumeManager {
             naa_id: r.id,
             write_protected: false,
         };
-        let lu: Arc<dyn LogicalUnit> = Arc::new(DiskUnit::new(dev.clone(), identity));
+        let lu: Arc<dyn LogicalUnit> = Arc::new(DiskUnit::new(device.clone(), identity));
         let chap = r.chap.as_ref().map(|c| ChapConfig {
             initiator: ChapCredentials { user: c.user.clone(), secret: c.secret.clone() },
             mutual: match (&c.mutual_user, &c.mutual_secret) {
@@ -194,70 +336,132 @@ impl VolumeManager {
             chap,
             luns: BTreeMap::from([(0u64, lu)]),
         });
-        Ok(Volume { record: r, target, device: dev })
+        Ok(Volume { record: r, target, device, cached })
     }
 
     /// Makes every completed write of every volume durable (clean shutdown).
     pub async fn flush_all(&self) -> Result<(), VolumeError> {
-        let devices: Vec<Arc<FileBlockDevice>> = self.read().values().map(|v| v.device.clone()).collect();
+        let devices: Vec<Arc<dyn BlockDevice>> = self.read().values().map(|v| v.device.clone()).collect();
         for d in devices {
             d.flush().await?;
         }
         Ok(())
     }
 
-    /// Writes the volume list atomically: temp file, fsync, rename, fsync dir.
     fn persist(&self, vols: &BTreeMap<String, Volume>) -> Result<(), VolumeError> {
         let records: Vec<&VolumeRecord> = vols.values().map(|v| &v.record).collect();
         let bytes = serde_json::to_vec_pretty(&records).map_err(std::io::Error::other)?;
-        let tmp = self.dir.join("volumes.json.tmp");
-        {
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-            set_private(&f)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.state_path())?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        write_atomically(&self.dir, "volumes.json", &bytes)?;
         Ok(())
     }
 
-    pub fn create(&self, name: &str, size_bytes: u64, chap: Option<VolumeChap>) -> Result<VolumeInfo, VolumeError> {
-        if !valid_name(name) {
-            return Err(VolumeError::InvalidName(name.to_string()));
+    fn validate(&self, req: &NewVolume) -> Result<(), VolumeError> {
+        if !valid_name(&req.name) {
+            return Err(VolumeError::InvalidName(req.name.clone()));
         }
-        if !(MIN_VOLUME_SIZE..=MAX_VOLUME_SIZE).contains(&size_bytes) || size_bytes % BLOCK_SIZE as u64 != 0 {
-            return Err(VolumeError::InvalidSize(size_bytes));
+        if !(MIN_VOLUME_SIZE..=MAX_VOLUME_SIZE).contains(&req.size_bytes) || req.size_bytes % BLOCK_SIZE as u64 != 0 {
+            return Err(VolumeError::InvalidSize(req.size_bytes));
         }
-        if let Some(c) = &chap {
+        if let Some(c) = &req.chap {
             validate_chap(c)?;
         }
-        let mut vols = self.write();
-        if vols.contains_key(name) {
-            return Err(VolumeError::Exists(name.to_string()));
+        if req.source.is_some() && req.kind != VolumeKind::Cached {
+            return Err(VolumeError::InvalidRequest("only cached volumes are cloned".into()));
+        }
+        Ok(())
+    }
+
+    pub async fn create(&self, req: NewVolume) -> Result<VolumeInfo, VolumeError> {
+        self.validate(&req)?;
+        let _changes = self.changes.lock().await;
+        if self.read().contains_key(&req.name) {
+            return Err(VolumeError::Exists(req.name.clone()));
         }
         // A leftover image of a deleted volume must not leak into a new one.
-        match std::fs::remove_file(self.image_path(name)) {
+        match std::fs::remove_file(self.image_path(&req.name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
-        let record = VolumeRecord { name: name.to_string(), size_bytes, id: rand::random::<u64>() >> 4, chap };
-        vols.insert(name.to_string(), self.build(record)?);
-        if let Err(e) = self.persist(&vols) {
-            vols.remove(name);
-            return Err(e);
+        self.creating.lock().unwrap_or_else(|e| e.into_inner()).insert(req.name.clone(), req.clone());
+        let result = self.create_inner(&req).await;
+        self.creating.lock().unwrap_or_else(|e| e.into_inner()).remove(&req.name);
+        result
+    }
+
+    async fn create_inner(&self, req: &NewVolume) -> Result<VolumeInfo, VolumeError> {
+        let id = rand::random::<u64>() >> 4;
+        let (family, content, source) = match &req.source {
+            None => (id, None, None),
+            Some(CloneSource::Snapshot(snap)) => {
+                let (s, map) = self.cached_service()?.snapshot_content(snap).await?;
+                if req.size_bytes < s.size_bytes {
+                    return Err(VolumeError::InvalidRequest(format!(
+                        "a clone must be at least as large as its source ({} bytes)",
+                        s.size_bytes
+                    )));
+                }
+                (s.family, Some(map), Some(format!("snapshot {snap}")))
+            }
+            Some(CloneSource::Volume(name)) => {
+                let (source, size) = {
+                    let vols = self.read();
+                    let v = vols.get(name).ok_or_else(|| VolumeError::NotFound(name.clone()))?;
+                    let c = v.cached.clone().ok_or_else(|| {
+                        VolumeError::InvalidRequest(format!("volume {name} is not a cached volume"))
+                    })?;
+                    (c, v.record.size_bytes)
+                };
+                if req.size_bytes < size {
+                    return Err(VolumeError::InvalidRequest(format!(
+                        "a clone must be at least as large as its source ({size} bytes)"
+                    )));
+                }
+                let map = self.cached_service()?.current_map(&source).await?;
+                (source.family(), Some(map), Some(format!("volume {name}")))
+            }
+        };
+        let record = VolumeRecord {
+            name: req.name.clone(),
+            size_bytes: req.size_bytes,
+            id,
+            chap: req.chap.clone(),
+            kind: req.kind,
+            family: (req.kind == VolumeKind::Cached).then_some(family),
+            source,
+        };
+        let volume = self.build(record, Some(content)).await?;
+        let info = {
+            let mut vols = self.write();
+            vols.insert(req.name.clone(), volume);
+            if let Err(e) = self.persist(&vols) {
+                vols.remove(&req.name);
+                return Err(e);
+            }
+            self.info(&vols[&req.name])
+        };
+        if let Some(service) = &self.cached {
+            if let Err(e) = service.write_catalog().await {
+                tracing::warn!(error = %e, "cannot write the catalog");
+            }
         }
-        Ok(info(&vols[name].record))
+        Ok(info)
     }
 
     /// Deletes a volume and its data. The caller ends its sessions first.
-    pub fn delete(&self, name: &str) -> Result<(), VolumeError> {
-        let mut vols = self.write();
-        let removed = vols.remove(name).ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
-        if let Err(e) = self.persist(&vols) {
-            vols.insert(name.to_string(), removed);
-            return Err(e);
+    pub async fn delete(&self, name: &str) -> Result<(), VolumeError> {
+        let _changes = self.changes.lock().await;
+        let removed = {
+            let mut vols = self.write();
+            let removed = vols.remove(name).ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+            if let Err(e) = self.persist(&vols) {
+                vols.insert(name.to_string(), removed);
+                return Err(e);
+            }
+            removed
+        };
+        if let (Some(c), Some(service)) = (&removed.cached, &self.cached) {
+            service.delete(c.id()).await?;
         }
         match std::fs::remove_file(self.image_path(name)) {
             Ok(()) => Ok(()),
@@ -267,30 +471,129 @@ impl VolumeManager {
     }
 
     pub fn list(&self) -> Vec<VolumeInfo> {
-        self.read().values().map(|v| info(&v.record)).collect()
+        let mut out: Vec<VolumeInfo> = self.read().values().map(|v| self.info(v)).collect();
+        for req in self.creating.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            out.push(VolumeInfo {
+                name: req.name.clone(),
+                size_bytes: req.size_bytes,
+                target_iqn: target_iqn(&req.name),
+                lun: 0,
+                state: VolumeState::Creating,
+                kind: req.kind,
+                chap_enabled: req.chap.is_some(),
+                mutual_chap_enabled: req.chap.as_ref().is_some_and(|c| c.mutual_user.is_some()),
+                source: None,
+                recovery_point_age_secs: None,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     pub fn get(&self, name: &str) -> Option<VolumeInfo> {
-        self.read().get(name).map(|v| info(&v.record))
+        self.list().into_iter().find(|v| v.name == name)
+    }
+
+    fn state(&self, v: &Volume) -> VolumeState {
+        let (Some(c), Some(service)) = (&v.cached, &self.cached) else { return VolumeState::Available };
+        {
+            let mut boot = self.bootstrapping.lock().unwrap_or_else(|e| e.into_inner());
+            if boot.contains(&c.id()) {
+                if service.has_unsynced(c.id()) {
+                    return VolumeState::Bootstrapping;
+                }
+                boot.remove(&c.id());
+            }
+        }
+        if service.upload_buffer_full(self.dirty_high_watermark) {
+            return VolumeState::UploadBufferFull;
+        }
+        VolumeState::Available
+    }
+
+    fn info(&self, v: &Volume) -> VolumeInfo {
+        let r = &v.record;
+        VolumeInfo {
+            name: r.name.clone(),
+            size_bytes: r.size_bytes,
+            target_iqn: target_iqn(&r.name),
+            lun: 0,
+            state: self.state(v),
+            kind: r.kind,
+            chap_enabled: r.chap.is_some(),
+            mutual_chap_enabled: r.chap.as_ref().is_some_and(|c| c.mutual_user.is_some()),
+            source: r.source.clone(),
+            recovery_point_age_secs: v.cached.as_ref().and_then(|c| c.last_recovery_point()).and_then(|rp| {
+                std::time::SystemTime::now().duration_since(rp.at).ok().map(|d| d.as_secs())
+            }),
+        }
+    }
+
+    fn cached_volume(&self, name: &str) -> Result<Arc<CachedVolume>, VolumeError> {
+        let vols = self.read();
+        let v = vols.get(name).ok_or_else(|| VolumeError::NotFound(name.to_owned()))?;
+        v.cached.clone().ok_or_else(|| VolumeError::InvalidRequest(format!("volume {name} is not a cached volume")))
+    }
+
+    /// Commits a recovery point of a cached volume now; returns its number.
+    pub async fn recovery_point(&self, name: &str) -> Result<u64, VolumeError> {
+        let v = self.cached_volume(name)?;
+        let map_root = self.cached_service()?.current_map(&v).await;
+        map_root?;
+        Ok(v.last_recovery_point().map_or(0, |rp| rp.root.seq))
+    }
+
+    pub async fn snapshot_create(&self, volume: &str) -> Result<SnapshotRecord, VolumeError> {
+        let v = self.cached_volume(volume)?;
+        Ok(self.cached_service()?.snapshot_create(&v).await?)
+    }
+
+    pub fn snapshot_list(&self) -> Vec<SnapshotRecord> {
+        self.cached.as_ref().map(|c| c.snapshot_list()).unwrap_or_default()
+    }
+
+    pub async fn snapshot_delete(&self, id: &str) -> Result<(), VolumeError> {
+        Ok(self.cached_service()?.snapshot_delete(id).await?)
+    }
+
+    /// Disaster recovery: adopts every volume and snapshot of the catalog a
+    /// previous gateway left in the bucket, at their last recovery points.
+    /// Only into a gateway that has no volumes yet.
+    pub async fn recover(&self) -> Result<usize, VolumeError> {
+        let _changes = self.changes.lock().await;
+        if !self.read().is_empty() {
+            return Err(VolumeError::InvalidRequest("recovery needs a gateway without volumes".into()));
+        }
+        let service = self.cached_service()?.clone();
+        let catalog = CachedVolumes::read_catalog(service.cloud_layer())
+            .await?
+            .ok_or_else(|| VolumeError::InvalidRequest("the bucket holds no catalog to recover from".into()))?;
+        let mut count = 0;
+        for cv in &catalog.volumes {
+            service.restore_map(cv).await?;
+            let record = VolumeRecord {
+                name: cv.name.clone(),
+                size_bytes: cv.size_bytes,
+                id: cv.id,
+                chap: None,
+                kind: VolumeKind::Cached,
+                family: Some(cv.family),
+                source: Some("recovered".into()),
+            };
+            let volume = self.build(record, None).await?;
+            let mut vols = self.write();
+            vols.insert(cv.name.clone(), volume);
+            self.persist(&vols)?;
+            count += 1;
+        }
+        service.adopt_snapshots(catalog.snapshots)?;
+        Ok(count)
     }
 }
 
 fn set_private(f: &std::fs::File) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    // The volume list holds CHAP secrets.
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
-}
-
-fn info(r: &VolumeRecord) -> VolumeInfo {
-    VolumeInfo {
-        name: r.name.clone(),
-        size_bytes: r.size_bytes,
-        target_iqn: target_iqn(&r.name),
-        lun: 0,
-        state: VolumeState::Available,
-        chap_enabled: r.chap.is_some(),
-        mutual_chap_enabled: r.chap.as_ref().is_some_and(|c| c.mutual_user.is_some()),
-    }
 }
 
 impl TargetCatalog for VolumeManager {
@@ -308,37 +611,45 @@ impl TargetCatalog for VolumeManager {
 mod tests {
     use super::*;
 
-    #[test]
-    fn create_list_reopen_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = VolumeManager::open(dir.path()).unwrap();
-        let v = m.create("vol-1", 64 << 20, None).unwrap();
-        assert_eq!(v.target_iqn, "iqn.2026-11.org.sgw:volume:vol-1");
-        assert!(m.lookup(&v.target_iqn).is_some());
-        assert!(matches!(m.create("vol-1", 64 << 20, None), Err(VolumeError::Exists(_))));
-        drop(m);
-        let m = VolumeManager::open(dir.path()).unwrap();
-        assert_eq!(m.list().len(), 1);
-        m.delete("vol-1").unwrap();
-        assert!(m.list().is_empty());
-        assert!(matches!(m.delete("vol-1"), Err(VolumeError::NotFound(_))));
+    fn local(name: &str, size: u64, chap: Option<VolumeChap>) -> NewVolume {
+        NewVolume { name: name.into(), size_bytes: size, chap, kind: VolumeKind::Local, source: None }
     }
 
-    #[test]
-    fn validation() {
+    #[tokio::test]
+    async fn create_list_reopen_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let m = VolumeManager::open(dir.path()).unwrap();
-        assert!(matches!(m.create("Bad_Name", 64 << 20, None), Err(VolumeError::InvalidName(_))));
-        assert!(matches!(m.create("ok", 1000, None), Err(VolumeError::InvalidSize(_))));
-        assert!(matches!(m.create("ok", (64 << 20) + 1, None), Err(VolumeError::InvalidSize(_))));
+        let m = VolumeManager::open(dir.path(), None, 0).await.unwrap();
+        let v = m.create(local("vol-1", 64 << 20, None)).await.unwrap();
+        assert_eq!(v.target_iqn, "iqn.2026-11.org.sgw:volume:vol-1");
+        assert!(m.lookup(&v.target_iqn).is_some());
+        assert!(matches!(m.create(local("vol-1", 64 << 20, None)).await, Err(VolumeError::Exists(_))));
+        drop(m);
+        let m = VolumeManager::open(dir.path(), None, 0).await.unwrap();
+        assert_eq!(m.list().len(), 1);
+        m.delete("vol-1").await.unwrap();
+        assert!(m.list().is_empty());
+        assert!(matches!(m.delete("vol-1").await, Err(VolumeError::NotFound(_))));
+        let cached = NewVolume { kind: VolumeKind::Cached, ..local("c", 64 << 20, None) };
+        assert!(matches!(m.create(cached).await, Err(VolumeError::InvalidRequest(_))));
+    }
+
+    #[tokio::test]
+    async fn validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = VolumeManager::open(dir.path(), None, 0).await.unwrap();
+        assert!(matches!(m.create(local("Bad_Name", 64 << 20, None)).await, Err(VolumeError::InvalidName(_))));
+        assert!(matches!(m.create(local("ok", 1000, None)).await, Err(VolumeError::InvalidSize(_))));
+        assert!(matches!(m.create(local("ok", (64 << 20) + 1, None)).await, Err(VolumeError::InvalidSize(_))));
         let short = VolumeChap { user: "u".into(), secret: "short".into(), mutual_user: None, mutual_secret: None };
-        assert!(matches!(m.create("ok", 64 << 20, Some(short)), Err(VolumeError::InvalidChap(_))));
+        assert!(matches!(m.create(local("ok", 64 << 20, Some(short))).await, Err(VolumeError::InvalidChap(_))));
         let half = VolumeChap {
             user: "u".into(),
             secret: "0123456789ab".into(),
             mutual_user: Some("m".into()),
             mutual_secret: None,
         };
-        assert!(matches!(m.create("ok", 64 << 20, Some(half)), Err(VolumeError::InvalidChap(_))));
+        assert!(matches!(m.create(local("ok", 64 << 20, Some(half))).await, Err(VolumeError::InvalidChap(_))));
+        let clone = NewVolume { source: Some(CloneSource::Volume("x".into())), ..local("ok", 64 << 20, None) };
+        assert!(matches!(m.create(clone).await, Err(VolumeError::InvalidRequest(_))));
     }
 }

@@ -124,6 +124,9 @@ pub enum CloudError {
     /// A CPU worker thread died (a panic in the codec).
     #[error("codec worker failed: {0}")]
     Worker(String),
+    /// A manifest, page or catalog that does not parse.
+    #[error("malformed metadata object: {0}")]
+    Malformed(String),
 }
 
 impl CloudError {
@@ -133,6 +136,7 @@ impl CloudError {
             CloudError::Chunk(e) => e.kind(),
             CloudError::Key(e) => e.kind(),
             CloudError::Name(_) | CloudError::Worker(_) => ErrorKind::Permanent,
+            CloudError::Malformed(_) => ErrorKind::Corrupt,
         }
     }
 }

@@ -78,6 +78,10 @@ pub enum ObjectRole {
     Marker,
     DataKey(Namespace),
     Chunk(Namespace, ChunkId),
+    /// A volume version's root manifest: volume id, sequence number.
+    Manifest(Namespace, u64, u64),
+    /// The list of volumes and snapshots (disaster recovery).
+    Catalog,
     Unknown,
 }
 
@@ -160,6 +164,19 @@ impl BucketLayout {
         format!("{}{}/{hex}", self.chunks_prefix(namespace), &hex[..2])
     }
 
+    /// The root manifests of one volume (recovery points and snapshots).
+    pub fn manifests_prefix(&self, namespace: &Namespace, volume: u64) -> String {
+        self.join(&format!("ns/{namespace}/manifests/{volume:016x}/"))
+    }
+
+    pub fn manifest_key(&self, namespace: &Namespace, volume: u64, seq: u64) -> String {
+        format!("{}{seq:016x}.json", self.manifests_prefix(namespace, volume))
+    }
+
+    pub fn catalog_key(&self) -> String {
+        self.join("catalog.json")
+    }
+
     /// Recognises the keys this layout produces.
     pub fn classify(&self, key: &str) -> ObjectRole {
         let rest = if self.prefix.is_empty() {
@@ -173,6 +190,9 @@ impl BucketLayout {
         };
         if rest == "sgw-bucket.json" {
             return ObjectRole::Marker;
+        }
+        if rest == "catalog.json" {
+            return ObjectRole::Catalog;
         }
         if let Some(name) = rest
             .strip_prefix("keys/")
@@ -188,8 +208,22 @@ impl BucketLayout {
                 }
             }
         }
+        if let ["ns", namespace, "manifests", volume, seq] = parts.as_slice() {
+            let seq = seq.strip_suffix(".json").and_then(|s| hex16(s));
+            if let (Ok(namespace), Some(volume), Some(seq)) = (Namespace::new(namespace), hex16(volume), seq) {
+                return ObjectRole::Manifest(namespace, volume, seq);
+            }
+        }
         ObjectRole::Unknown
     }
+}
+
+/// 16 lower-case hex digits, as the layout writes numbers.
+fn hex16(s: &str) -> Option<u64> {
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
 }
 
 #[cfg(test)]
@@ -235,5 +269,9 @@ mod tests {
             ObjectRole::Unknown
         );
         assert!(BucketLayout::new("a//b").is_err());
+        let m = layout.manifest_key(&ns, 0xab, 3);
+        assert_eq!(m, "site-a/ns/vol-1/manifests/00000000000000ab/0000000000000003.json");
+        assert_eq!(layout.classify(&m), ObjectRole::Manifest(ns.clone(), 0xab, 3));
+        assert_eq!(layout.classify(&layout.catalog_key()), ObjectRole::Catalog);
     }
 }

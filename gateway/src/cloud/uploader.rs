@@ -159,6 +159,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub struct Uploader {
+    shared: Arc<Shared>,
     jobs: mpsc::UnboundedSender<Queued>,
     budget: Arc<Semaphore>,
     budget_max: u32,
@@ -202,6 +203,7 @@ impl Uploader {
             .map(|_| tokio::spawn(worker(shared.clone(), job_rx.clone())))
             .collect();
         let uploader = Uploader {
+            shared,
             jobs,
             budget: Arc::new(Semaphore::new(budget_max as usize)),
             budget_max,
@@ -232,6 +234,18 @@ impl Uploader {
                 _budget: budget,
             })
             .map_err(|_| SubmitError::Closed)
+    }
+
+    /// Forgets that these objects were stored: they were deleted, so
+    /// content that hashes to them must be uploaded again.
+    pub fn forget(&self, namespace: &Namespace, ids: &[ChunkId]) {
+        let mut recent = lock(&self.shared.recent);
+        for id in ids {
+            let key = (namespace.clone(), *id);
+            if recent.set.remove(&key) {
+                recent.order.retain(|k| *k != key);
+            }
+        }
     }
 
     /// Stops accepting jobs, finishes the queued ones and waits for the

@@ -1,0 +1,261 @@
+//! What every cached volume shares: the cache, the cloud layer, the chunk
+//! maps, and the two tasks that move data up: the *feeder* hands dirty
+//! chunks from the cache to the uploader, the *committer* records each
+//! upload in the volume's chunk map (durably) before the cache may treat
+//! the chunk as clean and evict it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cache::{Cache, ChunkId as CacheChunkId};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::map::{ChunkRef, MapStore};
+use super::metrics::VolumeMetrics;
+use super::volume::CachedVolume;
+use crate::cloud::uploader::{StoredChunk, UploadCompletion};
+use crate::cloud::{ChunkId, CloudLayer, UploadJob};
+
+/// Chunks handed to the uploader per round.
+const FEED_BATCH: usize = 32;
+/// How long the feeder sleeps when nothing is dirty and nobody wakes it.
+const FEED_IDLE: Duration = Duration::from_millis(200);
+/// After an upload failure, the feeder pauses so it does not spin.
+const FEED_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What an upload job was for; its token comes back as the completion's
+/// generation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum JobKind {
+    /// A dirty chunk of the cache, at this cache generation.
+    Dirty { volume: u64, index: u64, cache_generation: u64 },
+    /// A recovery point's copy of a chunk taken before a write changed it.
+    Capture { volume: u64, rp_seq: u64, index: u64 },
+}
+
+pub struct Engine {
+    pub(crate) cache: Arc<Cache>,
+    pub(crate) cloud: Arc<CloudLayer>,
+    pub(crate) maps: Arc<MapStore>,
+    pub(crate) metrics: VolumeMetrics,
+    volumes: Mutex<HashMap<u64, Weak<CachedVolume>>>,
+    jobs: Mutex<HashMap<u64, JobKind>>,
+    next_token: AtomicU64,
+    /// Deleted object ids and the first token issued after each deletion:
+    /// an upload with an older token may have stored its object before the
+    /// delete, so its chunk is uploaded again.
+    tombstones: Mutex<HashMap<(u64, ChunkId), u64>>,
+    wake: Notify,
+    /// Held while completions are applied and while garbage collection
+    /// decides what nothing references, so neither sees the other half-done.
+    pub(crate) gc_lock: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    pub fn new(cache: Arc<Cache>, cloud: Arc<CloudLayer>, maps: Arc<MapStore>, metrics: VolumeMetrics) -> Arc<Engine> {
+        Arc::new(Engine {
+            cache,
+            cloud,
+            maps,
+            metrics,
+            volumes: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            tombstones: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            gc_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Starts the feeder and the committer; they end with `shutdown`.
+    pub fn start(self: &Arc<Self>, completions: mpsc::Receiver<UploadCompletion>, shutdown: CancellationToken) {
+        tokio::spawn(self.clone().feeder(shutdown.clone()));
+        tokio::spawn(self.clone().committer(completions, shutdown));
+    }
+
+    pub(crate) fn register(&self, volume: &Arc<CachedVolume>) {
+        lock(&self.volumes).insert(volume.id(), Arc::downgrade(volume));
+    }
+
+    pub(crate) fn unregister(&self, volume: u64) {
+        lock(&self.volumes).remove(&volume);
+    }
+
+    pub(crate) fn volume_arc(&self, id: u64) -> Option<Arc<CachedVolume>> {
+        lock(&self.volumes).get(&id).and_then(Weak::upgrade)
+    }
+
+    /// New dirty data: the feeder looks at once.
+    pub(crate) fn wake_feeder(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Submits a job, returning its token.
+    pub(crate) async fn submit(&self, kind: JobKind, namespace: &crate::cloud::Namespace, index: u64, data: Bytes) -> bool {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        lock(&self.jobs).insert(token, kind);
+        let job = UploadJob { namespace: namespace.clone(), chunk_index: index, generation: token, data };
+        if let Err(e) = self.cloud.uploader.submit(job).await {
+            warn!(error = %e, "upload submit failed");
+            lock(&self.jobs).remove(&token);
+            return false;
+        }
+        true
+    }
+
+    /// Records that objects were deleted (garbage collection), so that
+    /// uploads racing with the delete are repeated.
+    pub(crate) fn tombstone(&self, volume_family: u64, ids: &[ChunkId]) {
+        let next = self.next_token.load(Ordering::Relaxed);
+        let mut t = lock(&self.tombstones);
+        for id in ids {
+            t.insert((volume_family, *id), next);
+        }
+    }
+
+    /// Drops tombstones no outstanding job can race with any more.
+    fn prune_tombstones(&self) {
+        let oldest = lock(&self.jobs).keys().min().copied().unwrap_or(u64::MAX);
+        lock(&self.tombstones).retain(|_, after| *after > oldest);
+    }
+
+    fn tombstoned(&self, family: u64, id: &ChunkId, token: u64) -> bool {
+        lock(&self.tombstones).get(&(family, *id)).is_some_and(|after| token < *after)
+    }
+
+    async fn feeder(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let batch = self.cache.dirty_batch(FEED_BATCH);
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(FEED_IDLE) => {}
+                }
+                continue;
+            }
+            let mut failed = false;
+            for dirty in batch {
+                let Some(volume) = self.volume_arc(dirty.id.namespace) else {
+                    // A volume being deleted; its chunks go with it.
+                    self.cache.abandon_upload(dirty.id);
+                    continue;
+                };
+                match volume.read_whole_chunk(dirty.id.index).await {
+                    Ok((data, generation)) => {
+                        let kind =
+                            JobKind::Dirty { volume: volume.id(), index: dirty.id.index, cache_generation: generation };
+                        if !self.submit(kind, volume.namespace(), dirty.id.index, data).await {
+                            self.cache.abandon_upload(dirty.id);
+                            failed = true;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(volume = volume.name(), chunk = dirty.id.index, error = %e, "cannot read a dirty chunk for upload");
+                        self.cache.abandon_upload(dirty.id);
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(FEED_BACKOFF) => {}
+                }
+            }
+        }
+    }
+
+    async fn committer(self: Arc<Self>, mut completions: mpsc::Receiver<UploadCompletion>, shutdown: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = completions.recv() => match c { Some(c) => c, None => return },
+            };
+            let mut batch = vec![first];
+            while batch.len() < 256 {
+                match completions.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch).await;
+            self.prune_tombstones();
+        }
+    }
+
+    /// Applies a batch of completions: chunk maps first (one synced write
+    /// per volume), then the cache learns which chunks are clean.
+    async fn commit_batch(&self, batch: Vec<UploadCompletion>) {
+        let _gc = self.gc_lock.lock().await;
+        let mut per_volume: HashMap<u64, Vec<(u64, u64, Result<ChunkRef, String>, u64)>> = HashMap::new();
+        for c in batch {
+            let Some(kind) = lock(&self.jobs).remove(&c.generation) else { continue };
+            let result = match c.result {
+                Ok(StoredChunk::Zero) => Ok(ChunkRef::Zero),
+                Ok(StoredChunk::Object { id, .. }) => Ok(ChunkRef::Object(id)),
+                Err(e) => Err(e.to_string()),
+            };
+            match kind {
+                JobKind::Capture { volume, rp_seq, index } => {
+                    if let Some(v) = self.volume_arc(volume) {
+                        let result = match result {
+                            Ok(ChunkRef::Object(id)) if self.tombstoned(v.family(), &id, c.generation) => {
+                                Err("object deleted while it was uploaded".to_owned())
+                            }
+                            r => r,
+                        };
+                        v.capture_uploaded(rp_seq, index, result).await;
+                    }
+                }
+                JobKind::Dirty { volume, index, cache_generation } => {
+                    per_volume.entry(volume).or_default().push((index, cache_generation, result, c.generation));
+                }
+            }
+        }
+        for (volume_id, items) in per_volume {
+            let Some(volume) = self.volume_arc(volume_id) else {
+                for (index, _, _, _) in items {
+                    self.cache.abandon_upload(CacheChunkId::new(volume_id, index));
+                }
+                continue;
+            };
+            let mut done = Vec::new();
+            let mut retry = Vec::new();
+            for (index, generation, result, token) in items {
+                match result {
+                    Ok(ChunkRef::Object(id)) if self.tombstoned(volume.family(), &id, token) => {
+                        debug!(volume = volume.name(), chunk = index, "upload raced with garbage collection: again");
+                        retry.push(index);
+                    }
+                    Ok(r) => done.push((index, generation, r)),
+                    Err(e) => {
+                        warn!(volume = volume.name(), chunk = index, error = %e, "upload failed; will retry");
+                        retry.push(index);
+                    }
+                }
+            }
+            for index in retry {
+                self.cache.abandon_upload(CacheChunkId::new(volume_id, index));
+            }
+            if let Err(e) = volume.record_uploads(&done).await {
+                warn!(volume = volume.name(), error = %e, "cannot record uploads; they will be repeated");
+                for (index, _, _) in done {
+                    self.cache.abandon_upload(CacheChunkId::new(volume_id, index));
+                }
+            }
+        }
+    }
+}

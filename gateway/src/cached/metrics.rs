@@ -1,0 +1,80 @@
+//! Volume metrics, with the meanings of the AWS Storage Gateway console:
+//! cache hit percent, cache percent dirty and used, read and write bytes
+//! and latency per volume, time since the last recovery point.
+
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct VolumeMetrics {
+    pub read_bytes: IntCounterVec,
+    pub write_bytes: IntCounterVec,
+    pub read_seconds: HistogramVec,
+    pub write_seconds: HistogramVec,
+    /// Reads served entirely from the cache, and all reads.
+    pub cache_hits: IntCounterVec,
+    pub reads: IntCounterVec,
+    pub cloud_reads: IntCounterVec,
+    pub prefetched_chunks: IntCounterVec,
+    pub recovery_point_age: GaugeVec,
+    pub recovery_points: IntCounterVec,
+    pub recovery_point_bytes: IntCounterVec,
+    pub cache_percent_used: IntGauge,
+    pub cache_percent_dirty: IntGauge,
+    pub cache_hit_percent: IntGauge,
+    pub queued_writes_bytes: IntGauge,
+}
+
+fn buckets() -> Vec<f64> {
+    vec![0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]
+}
+
+impl VolumeMetrics {
+    pub fn register(registry: &Registry) -> Result<VolumeMetrics, prometheus::Error> {
+        let counter = |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["volume"]);
+        let hist = |name: &str, help: &str| {
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets()), &["volume"])
+        };
+        let m = VolumeMetrics {
+            read_bytes: counter("sgw_volume_read_bytes_total", "Bytes read by initiators")?,
+            write_bytes: counter("sgw_volume_write_bytes_total", "Bytes written by initiators")?,
+            read_seconds: hist("sgw_volume_read_seconds", "Read latency")?,
+            write_seconds: hist("sgw_volume_write_seconds", "Write latency")?,
+            cache_hits: counter("sgw_volume_cache_hits_total", "Reads served from the cache alone")?,
+            reads: counter("sgw_volume_reads_total", "Read commands")?,
+            cloud_reads: counter("sgw_volume_cloud_chunk_reads_total", "Chunks fetched from the cloud")?,
+            prefetched_chunks: counter("sgw_volume_prefetched_chunks_total", "Chunks fetched ahead of sequential reads")?,
+            recovery_point_age: GaugeVec::new(
+                Opts::new(
+                    "sgw_volume_time_since_last_recovery_point_seconds",
+                    "Age of the volume's last recovery point (time_since_last_recovery_point)",
+                ),
+                &["volume"],
+            )?,
+            recovery_points: counter("sgw_volume_recovery_points_total", "Recovery points committed")?,
+            recovery_point_bytes: counter(
+                "sgw_volume_recovery_point_uploaded_bytes_total",
+                "Bytes uploaded for recovery point manifests",
+            )?,
+            cache_percent_used: IntGauge::new("sgw_cache_percent_used", "Cache space in use, percent")?,
+            cache_percent_dirty: IntGauge::new("sgw_cache_percent_dirty", "Cache space not yet uploaded, percent")?,
+            cache_hit_percent: IntGauge::new("sgw_cache_hit_percent", "Reads served from the cache, percent, since start")?,
+            queued_writes_bytes: IntGauge::new("sgw_queued_writes_bytes", "Bytes written and not yet uploaded")?,
+        };
+        registry.register(Box::new(m.read_bytes.clone()))?;
+        registry.register(Box::new(m.write_bytes.clone()))?;
+        registry.register(Box::new(m.read_seconds.clone()))?;
+        registry.register(Box::new(m.write_seconds.clone()))?;
+        registry.register(Box::new(m.cache_hits.clone()))?;
+        registry.register(Box::new(m.reads.clone()))?;
+        registry.register(Box::new(m.cloud_reads.clone()))?;
+        registry.register(Box::new(m.prefetched_chunks.clone()))?;
+        registry.register(Box::new(m.recovery_point_age.clone()))?;
+        registry.register(Box::new(m.recovery_points.clone()))?;
+        registry.register(Box::new(m.recovery_point_bytes.clone()))?;
+        registry.register(Box::new(m.cache_percent_used.clone()))?;
+        registry.register(Box::new(m.cache_percent_dirty.clone()))?;
+        registry.register(Box::new(m.cache_hit_percent.clone()))?;
+        registry.register(Box::new(m.queued_writes_bytes.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,23 @@
+//! Cached volumes end to end (DESIGN.md §1, §3, §4): the volume as a block
+//! device over the cache, the upload engine, chunk maps, manifests,
+//! recovery points, snapshots, clones and disaster recovery.
+//!
+//! - [`map`]: chunk index → cloud object, copy-on-write pages, persisted
+//!   locally;
+//! - [`manifest`]: a volume version in the bucket (pages + JSON root);
+//! - [`volume`]: [`CachedVolume`], the `BlockDevice`;
+//! - [`engine`]: dirty chunks → uploader → chunk map → clean;
+//! - [`recovery`]: recovery points;
+//! - [`service`]: snapshots, the catalog, garbage collection, schedules.
+
+pub mod engine;
+pub mod manifest;
+pub mod map;
+pub mod metrics;
+mod recovery;
+pub mod service;
+pub mod volume;
+
+pub use engine::Engine;
+pub use service::{CachedVolumes, Catalog, SnapshotRecord};
+pub use volume::{CachedVolume, VolumeIdentity};
