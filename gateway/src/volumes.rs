@@ -17,7 +17,7 @@ use iscsi_target::target::{Target, TargetCatalog};
 use serde::{Deserialize, Serialize};
 
 use crate::cached::map::ChunkMap;
-use crate::cached::{CachedVolume, CachedVolumes, SnapshotRecord, VolumeIdentity};
+use crate::cached::{CachedVolume, CachedVolumes, ChunkOwner, SnapshotRecord, VolumeIdentity};
 
 /// The IQN prefix of every target this gateway serves.
 pub const IQN_PREFIX: &str = "iqn.2026-11.org.sgw";

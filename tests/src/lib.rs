@@ -32,6 +32,8 @@ pub fn free_port() -> u16 {
 
 /// Fails the test when a peer tool is missing and the run requires peers
 /// (CI sets SGW_REQUIRE_PEERS); otherwise says so and returns false.
+pub mod s3;
+
 pub fn have_tool(tool: &str) -> bool {
     let found = Command::new("sh")
         .arg("-c")
@@ -49,9 +51,23 @@ pub fn have_tool(tool: &str) -> bool {
     found
 }
 
+/// Extra flags and environment for `sgw serve`.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayOptions {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl GatewayOptions {
+    pub fn args(args: &[&str]) -> GatewayOptions {
+        GatewayOptions { args: args.iter().map(|a| a.to_string()).collect(), env: Vec::new() }
+    }
+}
+
 /// A running `sgw serve`.
 pub struct Gateway {
     child: Option<Child>,
+    options: GatewayOptions,
     pub data_dir: PathBuf,
     pub iscsi_port: u16,
     pub api_port: u16,
@@ -62,12 +78,17 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway on a fresh scratch data directory and free ports.
     pub fn start() -> Gateway {
+        Gateway::start_with(GatewayOptions::default())
+    }
+
+    /// Like [`Gateway::start`], with extra flags and environment.
+    pub fn start_with(options: GatewayOptions) -> Gateway {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         // A port found free can be taken (by an outgoing connection of a
         // test running alongside) before the daemon binds it: try others.
         for _ in 0..5 {
-            if let Some(mut g) = Gateway::try_start(&dir, free_port(), free_port()) {
+            if let Some(mut g) = Gateway::try_start(&dir, free_port(), free_port(), &options) {
                 g._tmp = Some(tmp);
                 return g;
             }
@@ -77,8 +98,14 @@ impl Gateway {
 
     /// Starts a gateway on an existing data directory and ports.
     pub fn start_in(data_dir: &Path, iscsi_port: u16, api_port: u16) -> Gateway {
+        Gateway::start_in_with(data_dir, iscsi_port, api_port, GatewayOptions::default())
+    }
+
+    /// Starts a gateway on an existing data directory and ports with extra
+    /// flags and environment.
+    pub fn start_in_with(data_dir: &Path, iscsi_port: u16, api_port: u16, options: GatewayOptions) -> Gateway {
         for _ in 0..5 {
-            if let Some(g) = Gateway::try_start(data_dir, iscsi_port, api_port) {
+            if let Some(g) = Gateway::try_start(data_dir, iscsi_port, api_port, &options) {
                 return g;
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -88,20 +115,33 @@ impl Gateway {
 
     /// Starts the daemon; `None` if it exited before becoming ready (its
     /// ports were taken).
-    fn try_start(data_dir: &Path, iscsi_port: u16, api_port: u16) -> Option<Gateway> {
+    fn try_start(data_dir: &Path, iscsi_port: u16, api_port: u16, options: &GatewayOptions) -> Option<Gateway> {
         let log = data_dir.with_extension(format!("log.{}", rand::random::<u32>()));
         let logfile = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(sgw_bin())
-            .args(["serve", "--data-dir"])
+        let mut cmd = Command::new(sgw_bin());
+        cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--iscsi-listen", &format!("127.0.0.1:{iscsi_port}")])
             .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+            // Sparse, so generous; tests that need a small cache say so.
+            .args(["--cache-size", "4GiB"])
+            .args(&options.args)
             .env("RUST_LOG", "info")
             .stdout(logfile.try_clone().expect("log"))
-            .stderr(logfile)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", sgw_bin().display()));
-        let mut g = Gateway { child: Some(child), data_dir: data_dir.to_path_buf(), iscsi_port, api_port, _tmp: None, log };
+            .stderr(logfile);
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", sgw_bin().display()));
+        let mut g = Gateway {
+            child: Some(child),
+            options: options.clone(),
+            data_dir: data_dir.to_path_buf(),
+            iscsi_port,
+            api_port,
+            _tmp: None,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if ureq::get(&format!("{}/api/v1/health", g.api())).call().is_ok() {
@@ -121,6 +161,22 @@ impl Gateway {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The flags and environment this gateway was started with (to restart
+    /// it the same way).
+    pub fn options(&self) -> GatewayOptions {
+        self.options.clone()
+    }
+
+    /// Fetches `/metrics` and returns the value of the first sample whose
+    /// line starts with `series` (name plus labels, e.g.
+    /// `sgw_volume_read_bytes_total{volume="v"}`).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = ureq::get(&format!("{}/metrics", self.api())).call().ok()?.into_string().ok()?;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
     }
 
     pub fn api(&self) -> String {

@@ -5,6 +5,7 @@
 //! the chunk as clean and evict it.
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -17,9 +18,31 @@ use tracing::{debug, warn};
 
 use super::map::{ChunkRef, MapStore};
 use super::metrics::VolumeMetrics;
-use super::volume::CachedVolume;
 use crate::cloud::uploader::{StoredChunk, UploadCompletion};
-use crate::cloud::{ChunkId, CloudLayer, UploadJob};
+use crate::cloud::{ChunkId, CloudLayer, Namespace, UploadJob};
+
+/// Whatever keeps chunks in the cache under one cache namespace and ships
+/// them to the cloud: a cached volume, a virtual tape.
+#[async_trait::async_trait]
+pub trait ChunkOwner: Send + Sync {
+    /// The cache namespace (volume or tape id).
+    fn id(&self) -> u64;
+    /// Objects of owners in one family share a cloud namespace and may
+    /// reference each other's chunks (clones); garbage collection and
+    /// tombstones work per family.
+    fn family(&self) -> u64;
+    fn namespace(&self) -> &Namespace;
+    fn name(&self) -> &str;
+    /// The whole chunk as it is now and the cache generation read.
+    async fn read_whole_chunk(&self, index: u64) -> io::Result<(Bytes, u64)>;
+    /// Records finished uploads `(index, cache generation, where)`: durably
+    /// in the owner's map first, then `Cache::mark_uploaded`.
+    async fn record_uploads(&self, done: &[(u64, u64, ChunkRef)]) -> io::Result<()>;
+    /// A copy submitted with [`JobKind::Capture`] finished uploading.
+    async fn capture_uploaded(&self, rp_seq: u64, index: u64, result: Result<ChunkRef, String>) {
+        let _ = (rp_seq, index, result);
+    }
+}
 
 /// Chunks handed to the uploader per round.
 const FEED_BATCH: usize = 32;
@@ -33,17 +56,17 @@ const FEED_BACKOFF: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum JobKind {
     /// A dirty chunk of the cache, at this cache generation.
-    Dirty { volume: u64, index: u64, cache_generation: u64 },
+    Dirty { owner: u64, index: u64, cache_generation: u64 },
     /// A recovery point's copy of a chunk taken before a write changed it.
-    Capture { volume: u64, rp_seq: u64, index: u64 },
+    Capture { owner: u64, rp_seq: u64, index: u64 },
 }
 
 pub struct Engine {
-    pub(crate) cache: Arc<Cache>,
-    pub(crate) cloud: Arc<CloudLayer>,
-    pub(crate) maps: Arc<MapStore>,
-    pub(crate) metrics: VolumeMetrics,
-    volumes: Mutex<HashMap<u64, Weak<CachedVolume>>>,
+    pub cache: Arc<Cache>,
+    pub cloud: Arc<CloudLayer>,
+    pub maps: Arc<MapStore>,
+    pub metrics: VolumeMetrics,
+    owners: Mutex<HashMap<u64, Weak<dyn ChunkOwner>>>,
     jobs: Mutex<HashMap<u64, JobKind>>,
     next_token: AtomicU64,
     /// Deleted object ids and the first token issued after each deletion:
@@ -53,7 +76,7 @@ pub struct Engine {
     wake: Notify,
     /// Held while completions are applied and while garbage collection
     /// decides what nothing references, so neither sees the other half-done.
-    pub(crate) gc_lock: tokio::sync::Mutex<()>,
+    pub gc_lock: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,7 +90,7 @@ impl Engine {
             cloud,
             maps,
             metrics,
-            volumes: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             tombstones: Mutex::new(HashMap::new()),
@@ -82,25 +105,26 @@ impl Engine {
         tokio::spawn(self.clone().committer(completions, shutdown));
     }
 
-    pub(crate) fn register(&self, volume: &Arc<CachedVolume>) {
-        lock(&self.volumes).insert(volume.id(), Arc::downgrade(volume));
+    /// Makes the engine upload `owner`'s dirty chunks.
+    pub fn register(&self, owner: Arc<dyn ChunkOwner>) {
+        lock(&self.owners).insert(owner.id(), Arc::downgrade(&owner));
     }
 
-    pub(crate) fn unregister(&self, volume: u64) {
-        lock(&self.volumes).remove(&volume);
+    pub fn unregister(&self, id: u64) {
+        lock(&self.owners).remove(&id);
     }
 
-    pub(crate) fn volume_arc(&self, id: u64) -> Option<Arc<CachedVolume>> {
-        lock(&self.volumes).get(&id).and_then(Weak::upgrade)
+    fn owner(&self, id: u64) -> Option<Arc<dyn ChunkOwner>> {
+        lock(&self.owners).get(&id).and_then(Weak::upgrade)
     }
 
     /// New dirty data: the feeder looks at once.
-    pub(crate) fn wake_feeder(&self) {
+    pub fn wake_feeder(&self) {
         self.wake.notify_one();
     }
 
     /// Submits a job, returning its token.
-    pub(crate) async fn submit(&self, kind: JobKind, namespace: &crate::cloud::Namespace, index: u64, data: Bytes) -> bool {
+    pub(crate) async fn submit(&self, kind: JobKind, namespace: &Namespace, index: u64, data: Bytes) -> bool {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         lock(&self.jobs).insert(token, kind);
         let job = UploadJob { namespace: namespace.clone(), chunk_index: index, generation: token, data };
@@ -114,7 +138,7 @@ impl Engine {
 
     /// Records that objects were deleted (garbage collection), so that
     /// uploads racing with the delete are repeated.
-    pub(crate) fn tombstone(&self, volume_family: u64, ids: &[ChunkId]) {
+    pub fn tombstone(&self, volume_family: u64, ids: &[ChunkId]) {
         let next = self.next_token.load(Ordering::Relaxed);
         let mut t = lock(&self.tombstones);
         for id in ids {
@@ -148,7 +172,7 @@ impl Engine {
             }
             let mut failed = false;
             for dirty in batch {
-                let Some(volume) = self.volume_arc(dirty.id.namespace) else {
+                let Some(volume) = self.owner(dirty.id.namespace) else {
                     // A volume being deleted; its chunks go with it.
                     self.cache.abandon_upload(dirty.id);
                     continue;
@@ -156,7 +180,7 @@ impl Engine {
                 match volume.read_whole_chunk(dirty.id.index).await {
                     Ok((data, generation)) => {
                         let kind =
-                            JobKind::Dirty { volume: volume.id(), index: dirty.id.index, cache_generation: generation };
+                            JobKind::Dirty { owner: volume.id(), index: dirty.id.index, cache_generation: generation };
                         if !self.submit(kind, volume.namespace(), dirty.id.index, data).await {
                             self.cache.abandon_upload(dirty.id);
                             failed = true;
@@ -209,8 +233,8 @@ impl Engine {
                 Err(e) => Err(e.to_string()),
             };
             match kind {
-                JobKind::Capture { volume, rp_seq, index } => {
-                    if let Some(v) = self.volume_arc(volume) {
+                JobKind::Capture { owner, rp_seq, index } => {
+                    if let Some(v) = self.owner(owner) {
                         let result = match result {
                             Ok(ChunkRef::Object(id)) if self.tombstoned(v.family(), &id, c.generation) => {
                                 Err("object deleted while it was uploaded".to_owned())
@@ -220,13 +244,13 @@ impl Engine {
                         v.capture_uploaded(rp_seq, index, result).await;
                     }
                 }
-                JobKind::Dirty { volume, index, cache_generation } => {
-                    per_volume.entry(volume).or_default().push((index, cache_generation, result, c.generation));
+                JobKind::Dirty { owner, index, cache_generation } => {
+                    per_volume.entry(owner).or_default().push((index, cache_generation, result, c.generation));
                 }
             }
         }
         for (volume_id, items) in per_volume {
-            let Some(volume) = self.volume_arc(volume_id) else {
+            let Some(volume) = self.owner(volume_id) else {
                 for (index, _, _, _) in items {
                     self.cache.abandon_upload(CacheChunkId::new(volume_id, index));
                 }

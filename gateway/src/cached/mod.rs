@@ -18,6 +18,6 @@ mod recovery;
 pub mod service;
 pub mod volume;
 
-pub use engine::Engine;
+pub use engine::{ChunkOwner, Engine};
 pub use service::{CachedVolumes, Catalog, SnapshotRecord};
 pub use volume::{CachedVolume, VolumeIdentity};

@@ -10,6 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use super::engine::ChunkOwner;
 use super::manifest::{write_manifest, ManifestHeader};
 use super::volume::{CachedVolume, CommittedRp};
 use crate::cloud::CloudError;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::engine::Engine;
+use super::engine::{ChunkOwner, Engine};
 use super::manifest::{read_map, read_root, ManifestRoot};
 use super::map::ChunkMap;
 use super::volume::{family_namespace, CachedVolume, CommittedRp, VolumeIdentity};

@@ -21,7 +21,7 @@ use iscsi_target::scsi::block::{BlockDevice, Provisioning};
 use iscsi_target::scsi::{BlockCount, Lba};
 use tokio::sync::{Notify, OnceCell, RwLock};
 
-use super::engine::{Engine, JobKind};
+use super::engine::{ChunkOwner, Engine, JobKind};
 use super::manifest::ManifestRoot;
 use super::map::{ChunkMap, ChunkRef};
 use crate::cloud::{ChunkId, Namespace};
@@ -105,6 +105,8 @@ pub struct CachedVolume {
     pub(crate) replaced: Mutex<HashSet<ChunkId>>,
     fetches: Mutex<HashMap<u64, Arc<OnceCell<Result<Bytes, String>>>>>,
     last_read_end: AtomicU64,
+    /// Itself, for tasks (prefetch) that outlive a call.
+    me: std::sync::Weak<CachedVolume>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,7 +152,7 @@ impl CachedVolume {
     pub(crate) fn new(identity: VolumeIdentity, engine: Arc<Engine>, map: ChunkMap) -> Arc<CachedVolume> {
         let chunk_size = engine.cache.chunk_size();
         let sector_size = engine.cache.sector_size();
-        let v = Arc::new(CachedVolume {
+        let v = Arc::new_cyclic(|me| CachedVolume {
             namespace: family_namespace(identity.family),
             identity,
             engine: engine.clone(),
@@ -167,29 +169,14 @@ impl CachedVolume {
             replaced: Mutex::new(HashSet::new()),
             fetches: Mutex::new(HashMap::new()),
             last_read_end: AtomicU64::new(u64::MAX),
+            me: me.clone(),
         });
-        engine.register(&v);
+        engine.register(v.clone());
         v
-    }
-
-    pub fn id(&self) -> u64 {
-        self.identity.id
-    }
-
-    pub fn family(&self) -> u64 {
-        self.identity.family
-    }
-
-    pub fn name(&self) -> &str {
-        &self.identity.name
     }
 
     pub fn size_bytes(&self) -> u64 {
         self.identity.size_bytes
-    }
-
-    pub fn namespace(&self) -> &Namespace {
-        &self.namespace
     }
 
     pub fn chunk_size(&self) -> u32 {
@@ -320,7 +307,7 @@ impl CachedVolume {
 
     /// The whole chunk as it is now (cache over cloud) and the cache
     /// generation read: what an upload or a capture stores.
-    pub(crate) async fn read_whole_chunk(&self, index: u64) -> io::Result<(Bytes, u64)> {
+    async fn whole_chunk(&self, index: u64) -> io::Result<(Bytes, u64)> {
         let len = self.chunk_len(index);
         let id = self.cache_id(index);
         let outcome = self.engine.cache.read(id, 0, len).await.map_err(cache_err)?;
@@ -343,7 +330,7 @@ impl CachedVolume {
 
     /// Records completed uploads: the chunk map durably first, then the
     /// cache may consider the chunks clean.
-    pub(crate) async fn record_uploads(&self, done: &[(u64, u64, ChunkRef)]) -> io::Result<()> {
+    async fn record(&self, done: &[(u64, u64, ChunkRef)]) -> io::Result<()> {
         let _commit = self.commit.lock().await;
         // An unmap that discarded the chunk while it uploaded wins.
         let live: Vec<(u64, u64, ChunkRef)> = done
@@ -394,7 +381,7 @@ impl CachedVolume {
     }
 
     /// A recovery point's copy finished uploading.
-    pub(crate) async fn capture_uploaded(&self, rp_seq: u64, index: u64, result: Result<ChunkRef, String>) {
+    async fn capture_done(&self, rp_seq: u64, index: u64, result: Result<ChunkRef, String>) {
         let resubmit = {
             let mut pending = lock(&self.pending);
             let Some(rp) = pending.as_mut().filter(|rp| rp.seq == rp_seq) else { return };
@@ -414,7 +401,7 @@ impl CachedVolume {
         };
         match resubmit {
             Some(data) => {
-                let kind = JobKind::Capture { volume: self.id(), rp_seq, index };
+                let kind = JobKind::Capture { owner: self.id(), rp_seq, index };
                 self.engine.submit(kind, &self.namespace, index, data).await;
             }
             None => self.pending_changed.notify_waiters(),
@@ -444,7 +431,7 @@ impl CachedVolume {
                 notified.await;
                 continue;
             };
-            let data = match self.read_whole_chunk(index).await {
+            let data = match self.whole_chunk(index).await {
                 Ok((data, _)) => data,
                 Err(e) => {
                     self.set_pending(seq, index, PendingChunk::Waiting(u64::MAX));
@@ -452,7 +439,7 @@ impl CachedVolume {
                 }
             };
             self.set_pending(seq, index, PendingChunk::Captured(data.clone()));
-            let kind = JobKind::Capture { volume: self.id(), rp_seq: seq, index };
+            let kind = JobKind::Capture { owner: self.id(), rp_seq: seq, index };
             self.engine.submit(kind, &self.namespace, index, data).await;
             return Ok(());
         }
@@ -586,6 +573,37 @@ impl CachedVolume {
 }
 
 #[async_trait]
+impl ChunkOwner for CachedVolume {
+    fn id(&self) -> u64 {
+        self.identity.id
+    }
+
+    fn family(&self) -> u64 {
+        self.identity.family
+    }
+
+    fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    async fn read_whole_chunk(&self, index: u64) -> io::Result<(Bytes, u64)> {
+        self.whole_chunk(index).await
+    }
+
+    async fn record_uploads(&self, done: &[(u64, u64, ChunkRef)]) -> io::Result<()> {
+        self.record(done).await
+    }
+
+    async fn capture_uploaded(&self, rp_seq: u64, index: u64, result: Result<ChunkRef, String>) {
+        self.capture_done(rp_seq, index, result).await
+    }
+}
+
+#[async_trait]
 impl BlockDevice for CachedVolume {
     fn block_size(&self) -> u32 {
         BLOCK_SIZE
@@ -625,8 +643,8 @@ impl BlockDevice for CachedVolume {
         if sequential || !hit {
             // Not `self: Arc`: the prefetch holds the volume through the
             // engine's registry instead.
-            if let Some(me) = self.engine.volume_arc(self.id()) {
-                if sequential {
+            if sequential {
+                if let Some(me) = self.me.upgrade() {
                     me.prefetch_after((start + len - 1) / u64::from(self.chunk_size));
                 }
             }
