@@ -123,12 +123,14 @@ impl Gateway {
             .arg(data_dir)
             .args(["--iscsi-listen", &format!("127.0.0.1:{iscsi_port}")])
             .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
-            // Sparse, so generous; tests that need a small cache say so.
-            .args(["--cache-size", "4GiB"])
             .args(&options.args)
             .env("RUST_LOG", "info")
             .stdout(logfile.try_clone().expect("log"))
             .stderr(logfile);
+        if !options.args.iter().any(|a| a == "--cache-size") {
+            // Sparse, so generous; tests that need a small cache say so.
+            cmd.args(["--cache-size", "4GiB"]);
+        }
         for (k, v) in &options.env {
             cmd.env(k, v);
         }

@@ -5,6 +5,7 @@
 //! <prefix>/keys/<namespace>.json                 the namespace's wrapped data key
 //! <prefix>/ns/<namespace>/chunks/<hh>/<id>       chunk objects; <id> is 64 hex digits,
 //!                                                <hh> its first two (spreads S3 partitions)
+//! <prefix>/ns/<namespace>/tape-index.bin         a tape's index (vtl format), kept STANDARD
 //! ```
 //! A namespace is one volume or one tape; its data key and chunk ids are its
 //! own, so deduplication works within a namespace and deleting a volume is
@@ -82,6 +83,9 @@ pub enum ObjectRole {
     Manifest(Namespace, u64, u64),
     /// The list of volumes and snapshots (disaster recovery).
     Catalog,
+    /// A tape's index (records and filemarks), readable while the tape's
+    /// segments are archived.
+    TapeIndex(Namespace),
     Unknown,
 }
 
@@ -155,6 +159,15 @@ impl BucketLayout {
         self.join(&format!("keys/{namespace}.json"))
     }
 
+    /// Everything of one namespace but its data key.
+    pub fn namespace_prefix(&self, namespace: &Namespace) -> String {
+        self.join(&format!("ns/{namespace}/"))
+    }
+
+    pub fn tape_index_key(&self, namespace: &Namespace) -> String {
+        self.join(&format!("ns/{namespace}/tape-index.bin"))
+    }
+
     pub fn chunks_prefix(&self, namespace: &Namespace) -> String {
         self.join(&format!("ns/{namespace}/chunks/"))
     }
@@ -201,6 +214,9 @@ impl BucketLayout {
             return Namespace::new(name).map_or(ObjectRole::Unknown, ObjectRole::DataKey);
         }
         let parts: Vec<&str> = rest.split('/').collect();
+        if let ["ns", namespace, "tape-index.bin"] = parts.as_slice() {
+            return Namespace::new(namespace).map_or(ObjectRole::Unknown, ObjectRole::TapeIndex);
+        }
         if let ["ns", namespace, "chunks", fanout, id] = parts.as_slice() {
             if let (Ok(namespace), Ok(id)) = (Namespace::new(namespace), id.parse::<ChunkId>()) {
                 if id.to_string()[..2] == **fanout {
@@ -273,5 +289,10 @@ mod tests {
         assert_eq!(m, "site-a/ns/vol-1/manifests/00000000000000ab/0000000000000003.json");
         assert_eq!(layout.classify(&m), ObjectRole::Manifest(ns.clone(), 0xab, 3));
         assert_eq!(layout.classify(&layout.catalog_key()), ObjectRole::Catalog);
+        let tape = Namespace::new("tape-00000000000000ab").unwrap();
+        let index = layout.tape_index_key(&tape);
+        assert_eq!(index, "site-a/ns/tape-00000000000000ab/tape-index.bin");
+        assert_eq!(layout.classify(&index), ObjectRole::TapeIndex(tape.clone()));
+        assert!(index.starts_with(&layout.namespace_prefix(&tape)));
     }
 }

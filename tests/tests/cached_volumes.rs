@@ -1,0 +1,479 @@
+//! Cached volumes end to end: the primary copy in the cloud (the embedded
+//! store or moto), a cache much smaller than the data, real initiators
+//! (qemu-img, qemu-io), recovery points, snapshots, clones, disaster
+//! recovery and SIGKILL.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sgw_tests::s3::Moto;
+use sgw_tests::{free_port, have_tool, run, text, Gateway, GatewayOptions};
+
+const MIB: u64 = 1 << 20;
+
+fn qemu_io(url: &str, cmds: &[String], limit: Duration) -> Output {
+    let mut c = Command::new("qemu-io");
+    c.args(["-f", "raw"]);
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    run(c.arg(url), limit)
+}
+
+fn assert_qemu_ok(out: &Output, what: &str) {
+    let t = text(out);
+    assert!(out.status.success() && !t.contains("failed") && !t.contains("error"), "{what}:\n{t}");
+}
+
+/// Polls `check` every 200 ms until it holds or `limit` passes.
+fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check()
+}
+
+fn sha256(path: &Path) -> String {
+    let out = run(Command::new("sha256sum").arg(path), Duration::from_secs(300));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// A file of `size` random bytes.
+fn random_file(path: &Path, size: u64) {
+    use rand::RngCore;
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut rng = rand::thread_rng();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        f.write_all(&buf[..n]).expect("write");
+        left -= n as u64;
+    }
+    f.flush().expect("flush");
+}
+
+fn json(gw: &Gateway, args: &[&str]) -> serde_json::Value {
+    let out = gw.cli(args);
+    assert!(out.status.success(), "sgw {args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("sgw {args:?}: {e}: {}", text(&out)))
+}
+
+fn cli_ok(gw: &Gateway, args: &[&str]) -> String {
+    let out = gw.cli(args);
+    assert!(out.status.success(), "sgw {args:?}: {}\n{}", text(&out), gw.log_text());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn series(name: &str, volume: &str) -> String {
+    format!("{name}{{volume=\"{volume}\"}}")
+}
+
+/// Writes 2 GiB of random data through a 256 MiB cache with qemu-img, reads
+/// it all back (most of it from the cloud) and compares.
+fn two_gib_round_trip(gw: &Gateway) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let input = work.path().join("in.img");
+    let output = work.path().join("out.img");
+    let size = 2048 * MIB;
+    random_file(&input, size);
+    let iqn = gw.create_volume("big", size);
+    let url = gw.url(&iqn);
+    let started = Instant::now();
+    let w = run(
+        Command::new("qemu-img").args(["convert", "-n", "-f", "raw", "-O", "raw", "-t", "none"]).arg(&input).arg(&url),
+        Duration::from_secs(1500),
+    );
+    assert!(w.status.success(), "write: {}\n{}", text(&w), gw.log_text());
+    eprintln!("2 GiB written in {:?}", started.elapsed());
+    // Patterned writes and verifying reads on top, aligned and not.
+    let cmds: Vec<String> = vec![
+        "write -P 0x5a 1000000 777".into(),
+        "write -P 0x11 1536m 3m".into(),
+        "read -P 0x5a 1000000 777".into(),
+        "read -P 0x11 1536m 3m".into(),
+    ];
+    assert_qemu_ok(&qemu_io(&url, &cmds, Duration::from_secs(300)), "patterns");
+    // The reference: the input with the same patterns.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&input).expect("input");
+        f.seek(SeekFrom::Start(1_000_000)).expect("seek");
+        f.write_all(&[0x5a; 777]).expect("write");
+        f.seek(SeekFrom::Start(1536 * MIB)).expect("seek");
+        f.write_all(&vec![0x11; 3 << 20]).expect("write");
+    }
+    let before = gw.metric(&series("sgw_volume_cloud_chunk_reads_total", "big")).unwrap_or(0.0);
+    let r = run(
+        Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "raw"]).arg(&url).arg(&output),
+        Duration::from_secs(1500),
+    );
+    assert!(r.status.success(), "read: {}\n{}", text(&r), gw.log_text());
+    assert_eq!(sha256(&input), sha256(&output), "content differs after the round trip");
+    let fetched = gw.metric(&series("sgw_volume_cloud_chunk_reads_total", "big")).unwrap_or(0.0) - before;
+    eprintln!("chunks fetched from the cloud while reading 2048: {fetched}");
+    assert!(fetched >= 1536.0, "only {fetched} of 2048 chunks came from the cloud");
+    let waits = gw.metric("cache_backpressure_waits_total").unwrap_or(0.0);
+    eprintln!("back-pressure waits: {waits}");
+}
+
+#[test]
+fn two_gib_through_a_small_cache_on_the_embedded_store() {
+    if !have_tool("qemu-img") {
+        return;
+    }
+    let gw = Gateway::start_with(GatewayOptions::args(&["--cache-size", "256MiB"]));
+    two_gib_round_trip(&gw);
+}
+
+#[test]
+fn two_gib_through_a_small_cache_on_moto() {
+    if !have_tool("qemu-img") {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let mut o = moto.gateway_options("two-gib");
+    o.args.extend(["--cache-size".to_string(), "256MiB".to_string()]);
+    let gw = Gateway::start_with(o);
+    two_gib_round_trip(&gw);
+}
+
+/// A config file that puts the embedded store outside the data directory,
+/// so that losing the data directory does not lose the "cloud".
+fn external_store_config(dir: &Path) -> PathBuf {
+    let config = dir.join("sgw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "recovery_point_interval_secs = 3600\n[cloud]\nprefix = \"site-a\"\n[cloud.store]\nkind = \"local\"\nroot = \"{}\"\n",
+            dir.join("objects").display()
+        ),
+    )
+    .expect("config");
+    config
+}
+
+/// Reads the whole volume into a file.
+fn read_volume(gw: &Gateway, iqn: &str, size: u64, to: &Path) {
+    let opts = format!(
+        "driver=raw,size={size},file.driver=iscsi,file.transport=tcp,file.portal=127.0.0.1:{},file.target={iqn},file.lun=0",
+        gw.iscsi_port
+    );
+    let out = run(
+        Command::new("qemu-img").args(["convert", "-O", "raw", "--image-opts", &opts]).arg(to),
+        Duration::from_secs(600),
+    );
+    assert!(out.status.success(), "read {iqn}: {}", text(&out));
+}
+
+/// Waits until the cache holds nothing that is not uploaded.
+fn wait_uploaded(gw: &Gateway) {
+    assert!(
+        wait_until(Duration::from_secs(300), || gw.metric("cache_dirty_bytes") == Some(0.0)),
+        "uploads did not finish:\n{}",
+        gw.log_text()
+    );
+}
+
+#[test]
+fn disaster_recovery_serves_the_last_recovery_point() {
+    if !have_tool("qemu-io") {
+        return;
+    }
+    let Some(moto) = Moto::start() else { return };
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let mut o = moto.gateway_options("dr");
+    o.args.extend(["--cache-size".into(), "64MiB".into()]);
+    let mut gw = Gateway::start_in_with(&data, free_port(), free_port(), o);
+    let size = 96 * MIB;
+    let iqn = gw.create_volume("prod", size);
+    let url = gw.url(&iqn);
+    let cmds: Vec<String> = (0..24).map(|i| format!("write -P {} {}m 4m", i + 1, i * 4)).collect();
+    assert_qemu_ok(&qemu_io(&url, &cmds, Duration::from_secs(300)), "write");
+    let snap = cli_ok(&gw, &["snapshot", "create", "prod"]);
+    let rp = cli_ok(&gw, &["volume", "recovery-point", "prod"]);
+    eprintln!("{rp}; snapshot {snap}");
+    let expected = work.path().join("expected.img");
+    read_volume(&gw, &iqn, size, &expected);
+    // Written after the recovery point: not part of what is recovered.
+    assert_qemu_ok(&qemu_io(&url, &["write -P 0xee 0 8m".to_string()], Duration::from_secs(60)), "late write");
+    let key = work.path().join("master.key");
+    std::fs::copy(data.join("master.key"), &key).expect("keep the key apart");
+    gw.kill();
+    std::fs::remove_dir_all(&data).expect("lose the data directory");
+
+    let mut o2 = moto.gateway_options("dr");
+    o2.args.extend(["--key-file".into(), key.display().to_string()]);
+    let gw2 = Gateway::start_in_with(&work.path().join("new"), free_port(), free_port(), o2);
+    assert!(cli_ok(&gw2, &["recover"]).contains("recovered 1 volumes"));
+    let vols = json(&gw2, &["volume", "list", "--json"]);
+    assert_eq!(vols[0]["name"], "prod", "{vols}");
+    let snaps = json(&gw2, &["snapshot", "list", "--json"]);
+    assert_eq!(snaps[0]["id"].as_str(), Some(snap.as_str()), "{snaps}");
+    let got = work.path().join("got.img");
+    read_volume(&gw2, &iqn, size, &got);
+    assert_eq!(sha256(&expected), sha256(&got), "recovered content differs from the recovery point");
+    // A clone of the recovered snapshot reads the same.
+    let out = gw2.cli(&["volume", "create", "restored", "--from-snapshot", &snap]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_qemu_ok(
+        &qemu_io(
+            &gw2.url("iqn.2026-11.org.sgw:volume:restored"),
+            &["read -P 1 0 4m".to_string(), "read -P 24 92m 4m".to_string()],
+            Duration::from_secs(60),
+        ),
+        "clone of a recovered snapshot",
+    );
+    // Without the key, a gateway refuses the bucket rather than making a new key.
+    let mut o3 = moto.gateway_options("dr");
+    o3.args.extend(["--data-dir".into(), work.path().join("nokey").display().to_string()]);
+    let out = run(
+        Command::new(sgw_tests::sgw_bin())
+            .args(["serve", "--iscsi-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+            .args(&o3.args)
+            .envs(o3.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success() && text(&out).contains("master key"), "{}", text(&out));
+}
+
+#[test]
+fn snapshots_clones_and_incremental_uploads() {
+    if !have_tool("qemu-img") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = external_store_config(work.path());
+    let gw = Gateway::start_with(GatewayOptions::args(&["--config", &config.display().to_string()]));
+    let size = 256 * MIB;
+    let iqn = gw.create_volume("src", size);
+    let url = gw.url(&iqn);
+    let input = work.path().join("rand.img");
+    random_file(&input, size);
+    let w = run(
+        Command::new("qemu-img").args(["convert", "-n", "-f", "raw", "-O", "raw"]).arg(&input).arg(&url),
+        Duration::from_secs(600),
+    );
+    assert!(w.status.success(), "{}", text(&w));
+    let s1 = cli_ok(&gw, &["snapshot", "create", "src"]);
+    let uploaded = || gw.metric("sgw_cloud_bytes_uploaded_total").unwrap_or(0.0);
+    let before = uploaded();
+    // Change 1 % of the volume (2.56 MiB of random data, chunk aligned),
+    // then snapshot.
+    let change = work.path().join("change.img");
+    random_file(&change, 2621440);
+    let write_change = format!("write -s {} 64m 2621440", change.display());
+    assert_qemu_ok(&qemu_io(&url, &[write_change], Duration::from_secs(60)), "change");
+    let mut expected_s2 = std::fs::read(&input).expect("input");
+    expected_s2[64 << 20..(64 << 20) + 2621440].copy_from_slice(&std::fs::read(&change).expect("change"));
+    let s2 = cli_ok(&gw, &["snapshot", "create", "src"]);
+    let delta = uploaded() - before;
+    eprintln!("second snapshot uploaded {delta} bytes for a 1% change of {size}");
+    assert!(delta <= 0.02 * size as f64, "incremental snapshot uploaded {delta} bytes");
+
+    // Clones: of the first snapshot (the original random data), of the
+    // second, and of the live volume after another change.
+    assert!(gw.cli(&["volume", "create", "from-s1", "--from-snapshot", &s1]).status.success());
+    assert!(gw.cli(&["volume", "create", "from-s2", "--from-snapshot", &s2, "--size", "512MiB"]).status.success());
+    assert_qemu_ok(&qemu_io(&url, &["write -P 0x99 0 1m".to_string()], Duration::from_secs(60)), "change again");
+    assert!(gw.cli(&["volume", "create", "from-live", "--from-volume", "src"]).status.success());
+    let small = gw.cli(&["volume", "create", "too-small", "--from-snapshot", &s1, "--size", "128MiB"]);
+    assert!(!small.status.success() && text(&small).contains("at least as large"), "{}", text(&small));
+
+    let c1 = work.path().join("c1.img");
+    read_volume(&gw, "iqn.2026-11.org.sgw:volume:from-s1", size, &c1);
+    assert_eq!(sha256(&input), sha256(&c1), "clone of the first snapshot differs from what was written");
+    let check_s2 = |what: &str| {
+        let c2 = work.path().join("c2.img");
+        read_volume(&gw, "iqn.2026-11.org.sgw:volume:from-s2", 512 * MIB, &c2);
+        let got = std::fs::read(&c2).expect("c2");
+        assert!(got[..size as usize] == expected_s2[..], "{what}: the clone of the second snapshot differs");
+        assert!(got[size as usize..].iter().all(|b| *b == 0), "{what}: the grown part of the clone is not zero");
+    };
+    check_s2("s2");
+    let live = work.path().join("live.img");
+    read_volume(&gw, "iqn.2026-11.org.sgw:volume:from-live", size, &live);
+    let mut expected_live = expected_s2.clone();
+    expected_live[..MIB as usize].fill(0x99);
+    assert!(std::fs::read(&live).expect("live") == expected_live, "the clone of the live volume differs");
+    // Clones are independent: writing one leaves the source alone.
+    assert_qemu_ok(&qemu_io(&gw.url("iqn.2026-11.org.sgw:volume:from-s1"), &["write -P 0x42 64m 1m".to_string()], Duration::from_secs(60)), "clone write");
+    let src = work.path().join("src.img");
+    read_volume(&gw, &iqn, size, &src);
+    assert!(std::fs::read(&src).expect("src") == expected_live, "writing a clone changed its source");
+
+    // Deleting the first snapshot frees only what nothing else uses: the
+    // three chunks the change replaced (and their old manifest pages).
+    let chunks_dir = work.path().join("objects");
+    let count = || walk_files(&chunks_dir);
+    wait_uploaded(&gw);
+    let objects_before = count();
+    cli_ok(&gw, &["snapshot", "delete", &s1]);
+    let objects_after = count();
+    eprintln!("objects before deleting s1: {objects_before}, after: {objects_after}");
+    assert!(objects_after < objects_before, "nothing was freed");
+    assert!(objects_before - objects_after <= 8, "freed {} objects: more than s1 held alone", objects_before - objects_after);
+    let snaps = json(&gw, &["snapshot", "list", "--json"]);
+    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
+    // Everything still reads: the clone of s1 keeps its chunks.
+    let c1b = work.path().join("c1b.img");
+    read_volume(&gw, "iqn.2026-11.org.sgw:volume:from-s1", size, &c1b);
+    let mut expected = std::fs::read(&input).expect("input");
+    expected[64 << 20..65 << 20].fill(0x42);
+    assert_eq!(std::fs::read(&c1b).expect("clone"), expected, "the clone of a deleted snapshot lost data");
+    check_s2("s2 after deleting s1");
+    let missing = gw.cli(&["snapshot", "delete", &s1]);
+    assert!(!missing.status.success() && text(&missing).contains("not found"));
+}
+
+fn walk_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk_files(&p)
+            } else {
+                usize::from(!p.to_string_lossy().contains(".restore"))
+            }
+        })
+        .sum()
+}
+
+/// Batches of writes with a flush after each; the daemon is killed in the
+/// middle, with a cache far smaller than the data so uploads and evictions
+/// run throughout.
+#[test]
+fn sigkill_under_flushing_load_loses_nothing_and_the_cloud_catches_up() {
+    if !have_tool("qemu-io") {
+        return;
+    }
+    const CHUNK: u64 = 256 * 1024;
+    let batches = 400u64;
+    let pattern = |b: u64, k: u64| (b * 7 + k * 13) % 250 + 1;
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = external_store_config(work.path());
+    let data = work.path().join("data");
+    let o = GatewayOptions::args(&["--config", &config.display().to_string(), "--cache-size", "32MiB"]);
+    let mut gw = Gateway::start_in_with(&data, free_port(), free_port(), o.clone());
+    let size = batches * 4 * CHUNK + MIB;
+    let iqn = gw.create_volume("crash", size);
+    let url = gw.url(&iqn);
+    let mut args = Vec::new();
+    for b in 0..batches {
+        for k in 0..4 {
+            args.push("-c".to_string());
+            args.push(format!("write -P {} {} {}", pattern(b, k), (b * 4 + k) * CHUNK, CHUNK));
+        }
+        args.push("-c".to_string());
+        args.push("flush".to_string());
+        // A tiny FUA write marks the flush as acknowledged in the output.
+        args.push("-c".to_string());
+        args.push(format!("write -f -P {} {} 512", pattern(b, 0), (b * 4) * CHUNK));
+    }
+    let mut child = Command::new("stdbuf")
+        .args(["-oL", "qemu-io", "-f", "raw"])
+        .args(&args)
+        .arg(&url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-io");
+    std::thread::sleep(Duration::from_millis(2500));
+    gw.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("qemu-io output");
+    let log = String::from_utf8_lossy(&out.stdout).to_string();
+    let markers: Vec<u64> = log
+        .lines()
+        .filter(|l| l.starts_with("wrote 512/512"))
+        .filter_map(|l| l.split(" at offset ").nth(1))
+        .filter_map(|o| o.trim().parse().ok())
+        .collect();
+    let mut durable: BTreeMap<u64, u64> = BTreeMap::new();
+    for b in 0..batches {
+        if markers.contains(&(b * 4 * CHUNK)) {
+            for k in 0..4 {
+                durable.insert((b * 4 + k) * CHUNK, pattern(b, k));
+            }
+        }
+    }
+    assert!(!durable.is_empty(), "killed before the first flush:\n{log}");
+    eprintln!("{} flushed chunks to verify", durable.len());
+    let gw2 = Gateway::start_in_with(&data, gw.iscsi_port, gw.api_port, o);
+    let reads: Vec<String> = durable.iter().map(|(off, pat)| format!("read -P {pat} {off} {CHUNK}")).collect();
+    assert_qemu_ok(&qemu_io(&gw2.url(&iqn), &reads, Duration::from_secs(600)), "flushed writes after SIGKILL");
+    // Uploads resume; then the cloud alone (a recovery point, read by a
+    // fresh gateway) holds the same content as the volume.
+    wait_uploaded(&gw2);
+    cli_ok(&gw2, &["volume", "recovery-point", "crash"]);
+    let live = work.path().join("live.img");
+    read_volume(&gw2, &iqn, size, &live);
+    let key = work.path().join("master.key");
+    std::fs::copy(data.join("master.key"), &key).expect("key");
+    drop(gw2);
+    drop(gw);
+    let o3 = GatewayOptions::args(&["--config", &config.display().to_string(), "--key-file", &key.display().to_string()]);
+    let gw3 = Gateway::start_in_with(&work.path().join("fresh"), free_port(), free_port(), o3);
+    cli_ok(&gw3, &["recover"]);
+    let cloud = work.path().join("cloud.img");
+    read_volume(&gw3, &iqn, size, &cloud);
+    assert_eq!(sha256(&live), sha256(&cloud), "the cloud copy differs from the volume after uploads finished");
+}
+
+#[test]
+fn states_and_metrics() {
+    let gw = Gateway::start_with(GatewayOptions::args(&["--cache-size", "64MiB"]));
+    gw.create_volume("m", 64 * MIB);
+    let vols = json(&gw, &["volume", "list", "--json"]);
+    assert_eq!(vols[0]["kind"], "cached");
+    assert_eq!(vols[0]["state"], "AVAILABLE");
+    cli_ok(&gw, &["volume", "recovery-point", "m"]);
+    let vols = json(&gw, &["volume", "list", "--json"]);
+    assert!(vols[0]["recovery_point_age_secs"].as_u64().is_some_and(|a| a < 60), "{vols}");
+    let text = ureq::get(&format!("{}/metrics", gw.api())).call().expect("metrics").into_string().expect("text");
+    for name in [
+        "sgw_cache_hit_percent",
+        "sgw_cache_percent_dirty",
+        "sgw_cache_percent_used",
+        "sgw_cloud_bytes_uploaded_total",
+        "sgw_cloud_bytes_downloaded_total",
+        "sgw_queued_writes_bytes",
+        "sgw_volume_time_since_last_recovery_point_seconds{volume=\"m\"}",
+        "sgw_volume_recovery_points_total{volume=\"m\"}",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    // Bad requests get a 4xx with a message.
+    for (body, want) in [
+        (serde_json::json!({"name": "c", "from_snapshot": "snap-none"}), 404),
+        (serde_json::json!({"name": "c"}), 400),
+        (serde_json::json!({"name": "c", "size_bytes": 1 << 30, "kind": "tape"}), 422),
+        (serde_json::json!({"name": "c", "from_snapshot": "a", "from_volume": "m"}), 400),
+        (serde_json::json!({"name": "c", "size_bytes": 1 << 30, "kind": "local", "from_volume": "m"}), 400),
+    ] {
+        match ureq::post(&format!("{}/api/v1/volumes", gw.api())).send_json(body.clone()) {
+            Err(ureq::Error::Status(code, resp)) => {
+                let msg = resp.into_string().unwrap_or_default();
+                assert_eq!(code, want, "{body}: {msg}");
+                assert!(msg.contains("error"), "{body}: {msg}");
+            }
+            other => panic!("{body}: expected {want}, got {other:?}"),
+        }
+    }
+    let r = ureq::post(&format!("{}/api/v1/volumes/none/recovery-points", gw.api())).call();
+    assert!(matches!(r, Err(ureq::Error::Status(404, _))));
+    let r = ureq::post(&format!("{}/api/v1/recover", gw.api())).call();
+    assert!(matches!(r, Err(ureq::Error::Status(400, _))), "recover into a gateway with volumes");
+}
