@@ -275,7 +275,7 @@ median() {
 
 log "load before: $(uptime)"
 start_sgw
-"$SGW" --api "$SGW_API" volume create bench --size 1GiB >/dev/null \
+"$SGW" --api "$SGW_API" volume create bench --size 1GiB --kind local >/dev/null \
     || die "sgw volume create failed"
 SGW_URL="iscsi://127.0.0.1:$SGW_ISCSI_PORT/iqn.2026-11.org.sgw:volume:bench/0"
 start_tgt

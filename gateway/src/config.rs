@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::cloud::store::{LocalStoreConfig, StoreConfig};
 use crate::cloud::CloudConfig;
+use crate::tapes::{LibraryPersonality, TapeConfig};
 
 /// Everything `sgw serve` needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,12 @@ pub struct Config {
     /// The object store; the embedded local store under the data
     /// directory when absent.
     pub cloud: Option<CloudConfig>,
+    /// The tape library's changer: `aws` (AWS-Gateway-VTL) or `stk`
+    /// (StorageTek L700).
+    pub library_personality: LibraryPersonality,
+    /// Test-only: the smallest tape `sgw tape create` accepts, below AWS's
+    /// 100 GiB, so tests can fill a tape to its end quickly.
+    pub tape_min_size_bytes: Option<u64>,
 }
 
 impl Default for Config {
@@ -41,6 +48,8 @@ impl Default for Config {
             recovery_point_interval_secs: 300,
             key_file: None,
             cloud: None,
+            library_personality: LibraryPersonality::default(),
+            tape_min_size_bytes: None,
         }
     }
 }
@@ -52,6 +61,15 @@ impl Config {
 
     pub fn cache_disk(&self) -> PathBuf {
         self.cache_disk.clone().unwrap_or_else(|| self.data_dir.join("cache").join("disk0.img"))
+    }
+
+    /// The tape library's configuration in effect.
+    pub fn tapes(&self) -> TapeConfig {
+        let defaults = TapeConfig::default();
+        TapeConfig {
+            personality: self.library_personality,
+            min_size_bytes: self.tape_min_size_bytes.unwrap_or(defaults.min_size_bytes),
+        }
     }
 
     /// The cloud configuration in effect.
@@ -79,6 +97,8 @@ pub struct ConfigFile {
     pub recovery_point_interval_secs: Option<u64>,
     pub key_file: Option<PathBuf>,
     pub cloud: Option<CloudConfig>,
+    pub library_personality: Option<LibraryPersonality>,
+    pub tape_min_size_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +149,12 @@ impl Config {
         if let Some(v) = f.cloud {
             self.cloud = Some(v);
         }
+        if let Some(v) = f.library_personality {
+            self.library_personality = v;
+        }
+        if let Some(v) = f.tape_min_size_bytes {
+            self.tape_min_size_bytes = Some(v);
+        }
     }
 }
 
@@ -172,5 +198,17 @@ mod tests {
         let p = dir.path().join("sgw.toml");
         std::fs::write(&p, "iscsi_port = 1\n").unwrap();
         assert!(matches!(Config::load(Some(&p), ConfigFile::default()), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn tape_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sgw.toml");
+        std::fs::write(&p, "library_personality = \"stk\"\ntape_min_size_bytes = 1048576\n").unwrap();
+        let c = Config::load(Some(&p), ConfigFile::default()).unwrap();
+        assert_eq!(c.tapes().personality, LibraryPersonality::Stk);
+        assert_eq!(c.tapes().min_size_bytes, 1 << 20);
+        let d = Config::default().tapes();
+        assert_eq!((d.personality, d.min_size_bytes), (LibraryPersonality::Aws, crate::tapes::records::MIN_TAPE_SIZE));
     }
 }

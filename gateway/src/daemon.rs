@@ -17,6 +17,8 @@ use crate::cached::{CachedVolumes, Engine};
 use crate::cloud::{CloudLayer, MasterKey};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::tapes::TapeLibrary;
+use crate::targets::GatewayTargets;
 use crate::volumes::VolumeManager;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub enum DaemonError {
     Cloud(String),
     #[error("cache: {0}")]
     Cache(#[from] cache::Error),
+    #[error("tape library: {0}")]
+    Tapes(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -107,7 +111,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), DaemonError>
     let maps = Arc::new(MapStore::open(&cache_dir.join("maps")).map_err(|e| DaemonError::Io(std::io::Error::other(e)))?);
     let engine = Engine::new(cache.clone(), cloud.clone(), maps, VolumeMetrics::register(&metrics.registry)?);
     engine.start(completions, shutdown.clone());
-    let service = CachedVolumes::new(engine, &config.data_dir).map_err(|e| DaemonError::Cloud(e.to_string()))?;
+    let service = CachedVolumes::new(engine.clone(), &config.data_dir).map_err(|e| DaemonError::Cloud(e.to_string()))?;
 
     let volumes = Arc::new(VolumeManager::open(&config.data_dir, Some(service.clone()), high_watermark).await?);
     if options.recover {
@@ -118,7 +122,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), DaemonError>
         service.clone().run_background(Duration::from_secs(config.recovery_point_interval_secs), shutdown.clone()),
     );
 
-    let iscsi = Server::new(volumes.clone(), ServerConfig::default());
+    let tapes = TapeLibrary::start(&config.data_dir, engine.clone(), config.tapes(), &metrics.registry, shutdown.clone())
+        .await
+        .map_err(|e| DaemonError::Tapes(e.to_string()))?;
+    let targets = Arc::new(GatewayTargets { volumes: volumes.clone(), tapes: tapes.clone() });
+    let iscsi = Server::new(targets, ServerConfig::default());
     let portal = TcpListener::bind(config.iscsi_listen)
         .await
         .map_err(|source| DaemonError::Bind { addr: config.iscsi_listen, source })?;
@@ -127,7 +135,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), DaemonError>
         .map_err(|source| DaemonError::Bind { addr: config.api_listen, source })?;
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
-    let state = AppState { volumes: volumes.clone(), iscsi: iscsi.clone(), metrics, cached: Some(service.clone()) };
+    let state = AppState {
+        volumes: volumes.clone(),
+        iscsi: iscsi.clone(),
+        metrics,
+        cached: Some(service.clone()),
+        tapes: tapes.clone(),
+    };
     let iscsi_task = tokio::spawn(iscsi.clone().run(portal, shutdown.clone()));
     info!(
         iscsi = %config.iscsi_listen,
@@ -148,6 +162,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), DaemonError>
         Ok(Ok(())) => {}
     }
     volumes.flush_all().await?;
+    // What the drives hold reaches the cache before the cache flush.
+    tapes.flush().await;
     cache.flush().await?;
     info!("sgw stopped");
     Ok(())

@@ -6,4 +6,6 @@ pub mod cloud;
 pub mod config;
 pub mod daemon;
 pub mod metrics;
+pub mod tapes;
+pub mod targets;
 pub mod volumes;

@@ -210,6 +210,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         recovery_point_interval_secs: args.recovery_point_interval,
         key_file: args.key_file,
         cloud,
+        library_personality: None,
+        tape_min_size_bytes: None,
     };
     let config = Config::load(args.config.as_deref(), flags).map_err(|e| e.to_string())?;
     tracing_subscriber::fmt()

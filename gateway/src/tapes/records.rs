@@ -137,6 +137,9 @@ pub enum TapeError {
     Library(String),
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
+    /// The gateway is stopping; the flow resumes at the next start.
+    #[error("stopped by shutdown")]
+    Cancelled,
 }
 
 /// AWS barcode rule: 5 to 16 characters of A-Z and 0-9.
