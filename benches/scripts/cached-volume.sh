@@ -4,7 +4,9 @@
 #  1. cache hits: 1 MiB sequential writes and reads at depth 16 on a cached
 #     volume whose cache holds all of it, against a local (file-backed)
 #     volume of the same gateway, alternating A B for ROUNDS rounds;
-#     ratio cached/local;
+#     ratio cached/local. Uploads are write-behind (they start when writes
+#     pause): the script waits for them to drain after each write run so
+#     that they overlap no timed run;
 #  2. cold reads: the same 1 MiB depth-16 sequential reads on a cached
 #     volume whose cache is empty (a fresh gateway recovered from the
 #     bucket), against raw GETs, 16 at a time, of the very chunk objects it
@@ -69,6 +71,15 @@ bench() {
     out=$(qemu-img bench -f raw -t none -s 1M -d 16 -c "$SIZE_MIB" "$@" 2>&1) || die "qemu-img bench: $out"
     awk -v mib="$SIZE_MIB" '/Run completed in/ {printf "%.1f", mib * 1.048576 / $(NF-1)}' <<<"$out"
 }
+# Write-behind: the cached volume's uploads run once writes pause. Wait for
+# them before the next timed run so neither side runs beside them.
+drained() {
+    for _ in $(seq 1200); do
+        [[ "$(curl -s "http://127.0.0.1:$API/metrics" | awk '/^cache_dirty_bytes/ {print $2}')" == 0 ]] && return 0
+        sleep 0.1
+    done
+    die "uploads did not finish"
+}
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # --- 1. cache hits -------------------------------------------------------------
@@ -78,11 +89,13 @@ cli volume create local --size "${SIZE_MIB}MiB" --kind local >/dev/null
 cli volume create cached --size "${SIZE_MIB}MiB" >/dev/null
 # Fill both (allocates the local file, fills the cache).
 for v in local cached; do bench -w "$(url $v)" >/dev/null; done
+drained
 declare -A W R
 for r in $(seq "$ROUNDS"); do
     order="local cached"; [[ $((r % 2)) -eq 0 ]] && order="cached local"
     for v in $order; do
         W[$v]+="$(bench -w "$(url $v)") "
+        drained
         R[$v]+="$(bench "$(url $v)") "
     done
 done

@@ -50,6 +50,13 @@ const FEED_BATCH: usize = 32;
 const FEED_IDLE: Duration = Duration::from_millis(200);
 /// After an upload failure, the feeder pauses so it does not spin.
 const FEED_BACKOFF: Duration = Duration::from_secs(1);
+/// Write-behind: uploads start once writes pause this long...
+const WRITE_QUIET: Duration = Duration::from_millis(300);
+/// ...or once this share (1/n) of the cache is dirty, or when someone
+/// waits for them (a recovery point, a tape export).
+const PRESSURE_SHARE: u64 = 4;
+/// How long a wake-up keeps the feeder uploading regardless of writes.
+const URGENT_FOR: Duration = Duration::from_secs(2);
 
 /// What an upload job was for; its token comes back as the completion's
 /// generation.
@@ -74,6 +81,11 @@ pub struct Engine {
     /// delete, so its chunk is uploaded again.
     tombstones: Mutex<HashMap<(u64, ChunkId), u64>>,
     wake: Notify,
+    /// Milliseconds since `epoch` of the last write, and until when the
+    /// feeder uploads regardless.
+    last_write_ms: AtomicU64,
+    urgent_until_ms: AtomicU64,
+    epoch: std::time::Instant,
     /// Held while completions are applied and while garbage collection
     /// decides what nothing references, so neither sees the other half-done.
     pub gc_lock: tokio::sync::Mutex<()>,
@@ -95,6 +107,9 @@ impl Engine {
             next_token: AtomicU64::new(1),
             tombstones: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            last_write_ms: AtomicU64::new(0),
+            urgent_until_ms: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             gc_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -118,9 +133,34 @@ impl Engine {
         lock(&self.owners).get(&id).and_then(Weak::upgrade)
     }
 
-    /// New dirty data: the feeder looks at once.
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A write happened: uploads wait until writes pause (write-behind
+    /// coalesces rewrites of hot chunks and keeps upload work off the
+    /// write path during bursts), unless the cache fills.
+    pub fn note_write(&self) {
+        self.last_write_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Someone waits for uploads (a recovery point, a tape export): the
+    /// feeder uploads at once, whatever the writers do.
     pub fn wake_feeder(&self) {
+        self.urgent_until_ms.store(self.now_ms() + URGENT_FOR.as_millis() as u64, Ordering::Relaxed);
         self.wake.notify_one();
+    }
+
+    /// Whether the feeder should upload now (see [`Engine::note_write`]).
+    fn upload_now(&self) -> bool {
+        let now = self.now_ms();
+        if now < self.urgent_until_ms.load(Ordering::Relaxed)
+            || now.saturating_sub(self.last_write_ms.load(Ordering::Relaxed)) >= WRITE_QUIET.as_millis() as u64
+        {
+            return true;
+        }
+        let s = self.cache.stats();
+        s.dirty_bytes >= s.capacity_bytes / PRESSURE_SHARE
     }
 
     /// Submits a job, returning its token.
@@ -160,6 +200,14 @@ impl Engine {
         loop {
             if shutdown.is_cancelled() {
                 return;
+            }
+            if !self.upload_now() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(WRITE_QUIET / 3) => {}
+                }
+                continue;
             }
             let batch = self.cache.dirty_batch(FEED_BATCH);
             if batch.is_empty() {

@@ -668,7 +668,7 @@ impl BlockDevice for CachedVolume {
         if fua {
             self.engine.cache.flush().await.map_err(cache_err)?;
         }
-        self.engine.wake_feeder();
+        self.engine.note_write();
         let m = &self.engine.metrics;
         m.write_bytes.with_label_values(&[self.name()]).inc_by(len);
         m.write_seconds.with_label_values(&[self.name()]).observe(started.elapsed().as_secs_f64());
@@ -697,7 +697,7 @@ impl BlockDevice for CachedVolume {
         if let Some(first) = whole_start {
             self.unmap_chunks(first..whole_end).await?;
         }
-        self.engine.wake_feeder();
+        self.engine.note_write();
         Ok(())
     }
 
