@@ -477,3 +477,32 @@ fn states_and_metrics() {
     let r = ureq::post(&format!("{}/api/v1/recover", gw.api())).call();
     assert!(matches!(r, Err(ureq::Error::Status(400, _))), "recover into a gateway with volumes");
 }
+
+/// UNMAP frees cache space at once and cloud space from the next recovery
+/// point on.
+#[test]
+fn unmap_frees_cache_and_cloud_space() {
+    if !have_tool("qemu-io") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = external_store_config(work.path());
+    let gw = Gateway::start_with(GatewayOptions::args(&["--config", &config.display().to_string()]));
+    let iqn = gw.create_volume("thin", 64 * MIB);
+    let url = gw.url(&iqn);
+    let data = work.path().join("rand.img");
+    random_file(&data, 16 * MIB);
+    assert_qemu_ok(&qemu_io(&url, &[format!("write -s {} 0 16m", data.display())], Duration::from_secs(60)), "write");
+    cli_ok(&gw, &["volume", "recovery-point", "thin"]);
+    wait_uploaded(&gw);
+    let objects = || walk_files(&work.path().join("objects"));
+    let used = || gw.metric("cache_used_bytes").unwrap_or(0.0);
+    let (objects_before, used_before) = (objects(), used());
+    assert_qemu_ok(&qemu_io(&url, &["discard 0 16m".to_string()], Duration::from_secs(60)), "discard");
+    assert!(used() <= used_before - (15 * MIB) as f64, "UNMAP left the cache at {} of {used_before} bytes", used());
+    assert_qemu_ok(&qemu_io(&url, &["read -P 0 0 16m".to_string()], Duration::from_secs(60)), "unmapped reads zero");
+    cli_ok(&gw, &["volume", "recovery-point", "thin"]);
+    let objects_after = objects();
+    eprintln!("objects: {objects_before} before UNMAP, {objects_after} after the next recovery point");
+    assert!(objects_before - objects_after >= 16, "UNMAP freed {} objects, not the 16 chunks", objects_before - objects_after);
+}
