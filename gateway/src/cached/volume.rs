@@ -212,9 +212,14 @@ impl CachedVolume {
     /// The chunk's content as the cloud has it (zeros if none), fetched once
     /// however many readers ask at the same time.
     async fn fetch_base(&self, index: u64) -> io::Result<Bytes> {
+        Ok(self.fetch_base_ref(index).await?.0)
+    }
+
+    /// Like [`Self::fetch_base`], with the map entry the content came from.
+    async fn fetch_base_ref(&self, index: u64) -> io::Result<(Bytes, ChunkRef)> {
         let r = lock(&self.map).get(index);
         let id = match r {
-            ChunkRef::Zero => return Ok(Bytes::from_static(&ZEROS[..self.chunk_size as usize])),
+            ChunkRef::Zero => return Ok((Bytes::from_static(&ZEROS[..self.chunk_size as usize]), r)),
             ChunkRef::Object(id) => id,
         };
         let cell = lock(&self.fetches).entry(index).or_insert_with(|| Arc::new(OnceCell::new())).clone();
@@ -235,7 +240,7 @@ impl CachedVolume {
         if data.len() != self.chunk_size as usize {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("chunk {index} has {} bytes", data.len())));
         }
-        Ok(data)
+        Ok((data, r))
     }
 
     /// Whether `ref` is a cloud object (worth keeping in the cache).
@@ -266,21 +271,45 @@ impl CachedVolume {
 
     async fn read_piece(&self, piece: Piece) -> io::Result<(Bytes, bool)> {
         let id = self.cache_id(piece.index);
-        let outcome = self.engine.cache.read(id, piece.offset, piece.len).await.map_err(cache_err)?;
-        if outcome.complete {
-            return Ok((outcome.data, true));
-        }
-        let from_cloud = self.in_cloud(piece.index);
-        let base = self.fetch_base(piece.index).await?;
-        let data = self.merge(piece, &outcome, &base);
+        // Not cached at all (the common cold read): straight from the cloud
+        // copy, without reading an empty cache entry first.
+        let outcome = match self.engine.cache.lookup(id) {
+            None => None,
+            Some(_) => {
+                let outcome = self.engine.cache.read(id, piece.offset, piece.len).await.map_err(cache_err)?;
+                if outcome.complete {
+                    return Ok((outcome.data, true));
+                }
+                Some(outcome)
+            }
+        };
+        let (base, from) = self.fetch_base_ref(piece.index).await?;
+        let from_cloud = matches!(from, ChunkRef::Object(_));
+        let data = match &outcome {
+            Some(outcome) if !outcome.valid.is_empty() => self.merge(piece, outcome, &base),
+            _ => base.slice(piece.offset as usize..(piece.offset + piece.len) as usize),
+        };
         if from_cloud {
-            self.fill(piece.index, base).await;
+            // In the background: the reader does not wait for the cache.
+            // A fill only touches sectors that are not valid, so a write
+            // that lands first is never undone.
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move { me.fill(piece.index, from, base).await });
+            }
         }
         Ok((data, false))
     }
 
     /// Keeps fetched data in the cache; a full cache only costs a refetch.
-    async fn fill(&self, index: u64, base: Bytes) {
+    /// Only while the map still names what was fetched: otherwise the chunk
+    /// was rewritten, uploaded and maybe evicted meanwhile, and the old
+    /// content must not come back as if it were current. (The commit lock
+    /// keeps the map from changing between the check and the fill.)
+    async fn fill(&self, index: u64, from: ChunkRef, base: Bytes) {
+        let _commit = self.commit.lock().await;
+        if lock(&self.map).get(index) != from {
+            return;
+        }
         let len = self.chunk_len(index) as usize;
         let _ = self.engine.cache.fill(self.cache_id(index), 0, base.slice(..len.min(base.len()))).await;
     }
@@ -297,9 +326,9 @@ impl CachedVolume {
             }
             let v = self.clone();
             tokio::spawn(async move {
-                if let Ok(base) = v.fetch_base(next).await {
+                if let Ok((base, from)) = v.fetch_base_ref(next).await {
                     v.engine.metrics.prefetched_chunks.with_label_values(&[v.name()]).inc();
-                    v.fill(next, base).await;
+                    v.fill(next, from, base).await;
                 }
             });
         }
@@ -515,8 +544,8 @@ impl CachedVolume {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == CacheErrorKind::InvalidInput => {
                     // A sector written in part must hold its old content.
-                    let base = self.fetch_base(piece.index).await?;
-                    self.fill(piece.index, base).await;
+                    let (base, from) = self.fetch_base_ref(piece.index).await?;
+                    self.fill(piece.index, from, base).await;
                 }
                 Err(e) => return Err(cache_err(e)),
             }
