@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cached::{CachedVolumes, SnapshotRecord};
 use crate::metrics::Metrics;
+use crate::tapes::{CreateTapes, LibraryInfo, TapeError, TapeInfo, TapeLibrary};
 use crate::volumes::{CloneSource, NewVolume, VolumeChap, VolumeError, VolumeInfo, VolumeKind, VolumeManager};
 
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct AppState {
     pub iscsi: Arc<Server>,
     pub metrics: Arc<Metrics>,
     pub cached: Option<Arc<CachedVolumes>>,
+    pub tapes: Arc<TapeLibrary>,
 }
 
 /// An API error: a status and a message for the admin.
@@ -50,6 +52,24 @@ impl From<VolumeError> for ApiError {
             VolumeError::NotFound(_) | VolumeError::SnapshotNotFound(_) => StatusCode::NOT_FOUND,
             VolumeError::Cloud(_) => StatusCode::BAD_GATEWAY,
             VolumeError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<TapeError> for ApiError {
+    fn from(e: TapeError) -> Self {
+        let status = match &e {
+            TapeError::InvalidBarcode(_)
+            | TapeError::InvalidPrefix(_)
+            | TapeError::InvalidCount(_)
+            | TapeError::InvalidSize { .. }
+            | TapeError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            TapeError::BarcodeUsed(_) | TapeError::WrongState { .. } => StatusCode::CONFLICT,
+            TapeError::NotFound(_) => StatusCode::NOT_FOUND,
+            TapeError::Cloud(_) => StatusCode::BAD_GATEWAY,
+            TapeError::Library(_) | TapeError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            TapeError::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
     }
@@ -109,6 +129,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/snapshots", get(list_snapshots).post(create_snapshot))
         .route("/api/v1/snapshots/{id}", get(get_snapshot).delete(delete_snapshot))
         .route("/api/v1/recover", post(recover))
+        .route("/api/v1/tapes", get(list_tapes).post(create_tapes))
+        .route("/api/v1/tapes/{barcode}", get(get_tape).delete(delete_tape))
+        .route("/api/v1/tapes/{barcode}/retrieve", post(retrieve_tape))
+        .route("/api/v1/library", get(library))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)
@@ -218,12 +242,45 @@ async fn recover(State(s): State<AppState>) -> Result<Json<Recovered>, ApiError>
     Ok(Json(Recovered { volumes: n }))
 }
 
+async fn list_tapes(State(s): State<AppState>) -> Json<Vec<TapeInfo>> {
+    Json(s.tapes.list().await)
+}
+
+async fn get_tape(State(s): State<AppState>, Path(barcode): Path<String>) -> Result<Json<TapeInfo>, ApiError> {
+    Ok(Json(s.tapes.get(&barcode).await?))
+}
+
+async fn create_tapes(
+    State(s): State<AppState>,
+    body: Result<Json<CreateTapes>, JsonRejection>,
+) -> Result<(StatusCode, Json<Vec<TapeInfo>>), ApiError> {
+    let Json(req) = body?;
+    Ok((StatusCode::CREATED, Json(s.tapes.create(req).await?)))
+}
+
+async fn delete_tape(State(s): State<AppState>, Path(barcode): Path<String>) -> Result<StatusCode, ApiError> {
+    s.tapes.delete(&barcode).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn retrieve_tape(
+    State(s): State<AppState>,
+    Path(barcode): Path<String>,
+) -> Result<(StatusCode, Json<TapeInfo>), ApiError> {
+    Ok((StatusCode::ACCEPTED, Json(s.tapes.retrieve(&barcode).await?)))
+}
+
+async fn library(State(s): State<AppState>) -> Json<LibraryInfo> {
+    Json(s.tapes.library_info().await)
+}
+
 async fn metrics(State(s): State<AppState>) -> Response {
     s.metrics.volumes.set(s.volumes.list().len() as i64);
     s.metrics.iscsi_sessions.set(s.iscsi.sessions().len() as i64);
     if let Some(c) = &s.cached {
         c.publish_gauges();
     }
+    s.tapes.publish_gauges();
     match s.metrics.render() {
         Ok(text) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),

@@ -4,6 +4,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{CreateSnapshot, CreateVolume, ErrorBody, RecoveryPointCreated, Recovered};
 use crate::cached::SnapshotRecord;
+use crate::tapes::{CreateTapes, LibraryInfo, TapeInfo};
 use crate::volumes::VolumeInfo;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,36 @@ impl Client {
     pub fn recover(&self) -> Result<Recovered, ClientError> {
         let url = format!("{}/api/v1/recover", self.base);
         let r = ureq::post(&url).call().map_err(|e| api_error(e, &url))?;
+        Self::json(r)
+    }
+
+    pub fn create_tapes(&self, req: &CreateTapes) -> Result<Vec<TapeInfo>, ClientError> {
+        let url = format!("{}/api/v1/tapes", self.base);
+        let r = ureq::post(&url).send_json(req).map_err(|e| api_error(e, &url))?;
+        Self::json(r)
+    }
+
+    pub fn list_tapes(&self) -> Result<Vec<TapeInfo>, ClientError> {
+        let url = format!("{}/api/v1/tapes", self.base);
+        let r = ureq::get(&url).call().map_err(|e| api_error(e, &url))?;
+        Self::json(r)
+    }
+
+    pub fn retrieve_tape(&self, barcode: &str) -> Result<TapeInfo, ClientError> {
+        let url = format!("{}/api/v1/tapes/{}/retrieve", self.base, barcode);
+        let r = ureq::post(&url).call().map_err(|e| api_error(e, &url))?;
+        Self::json(r)
+    }
+
+    pub fn delete_tape(&self, barcode: &str) -> Result<(), ClientError> {
+        let url = format!("{}/api/v1/tapes/{}", self.base, barcode);
+        ureq::delete(&url).call().map_err(|e| api_error(e, &url))?;
+        Ok(())
+    }
+
+    pub fn library(&self) -> Result<LibraryInfo, ClientError> {
+        let url = format!("{}/api/v1/library", self.base);
+        let r = ureq::get(&url).call().map_err(|e| api_error(e, &url))?;
         Self::json(r)
     }
 }

@@ -34,6 +34,9 @@ enum Command {
     /// Manage snapshots of cached volumes.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Manage virtual tapes and see the tape library.
+    #[command(subcommand)]
+    Tape(gateway::tapes::cli::TapeCommand),
     /// Disaster recovery: on a gateway started with an empty data directory
     /// against a bucket and its master key, adopt every volume and snapshot
     /// there at its last recovery point.
@@ -314,6 +317,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Volume(cmd) => volume(&Client::new(&cli.api), cmd),
         Command::Snapshot(cmd) => snapshot(&Client::new(&cli.api), cmd),
+        Command::Tape(cmd) => gateway::tapes::cli::run(&Client::new(&cli.api), cmd),
         Command::Recover => Client::new(&cli.api)
             .recover()
             .map(|r| println!("recovered {} volumes", r.volumes))

@@ -748,17 +748,29 @@ class Element:
         return s
 
 
-def parse_element_status(d, strict=True) -> List[Element]:
+def element_status_truncated(d) -> bool:
+    """Whether READ ELEMENT STATUS data is cut short of the whole report:
+    SMC-3 6.12.2 keeps NUMBER OF ELEMENTS AVAILABLE and BYTE COUNT OF
+    REPORT AVAILABLE for the whole report whatever the allocation length,
+    so a library with more elements than fit (AWS's 1,600 slots with
+    volume tags) answers in parts."""
+    return len(d) >= 8 and int.from_bytes(d[5:8], "big") > len(d) - 8
+
+
+def parse_element_status(d, strict=True, alloc=None) -> List[Element]:
     """Parse READ ELEMENT STATUS data.  strict: the byte counts must add up
-    (SMC-3: the report byte count excludes the 8-byte header).  strict=False
-    is for tgt, which counts the header in and so drops the last 8 bytes of
-    the last descriptor: parse whatever is there, descriptors of at least 12
-    bytes (a 44-byte stump still holds the 32-byte barcode)."""
+    (SMC-3: the report byte count excludes the 8-byte header), except that
+    data cut at the allocation length `alloc` may end early, after a whole
+    descriptor.  strict=False is for tgt, which counts the header in and so
+    drops the last 8 bytes of the last descriptor: parse whatever is there,
+    descriptors of at least 12 bytes (a 44-byte stump still holds the
+    32-byte barcode)."""
     if len(d) < 8:
         raise ScsiError("READ ELEMENT STATUS: %d bytes" % len(d))
     nelem = struct.unpack(">H", d[2:4])[0]
     total = int.from_bytes(d[5:8], "big")
-    if strict and total > len(d) - 8:
+    truncated = total > len(d) - 8
+    if strict and truncated and (alloc is None or len(d) > alloc):
         raise ScsiError("READ ELEMENT STATUS: report byte count %d > %d bytes returned" % (total, len(d) - 8))
     body = d[8:8 + total] if strict else d[8:]
     out = []
@@ -770,7 +782,7 @@ def parse_element_status(d, strict=True) -> List[Element]:
         page = body[8:8 + n]
         if dlen < 12:
             raise ScsiError("READ ELEMENT STATUS: element descriptor length %d" % dlen)
-        if strict and (len(page) != n or n % dlen):
+        if strict and ((len(page) != n and not truncated) or n % dlen or len(page) % dlen):
             raise ScsiError("READ ELEMENT STATUS: page of type %d: %d descriptor bytes, %d present, descriptor "
                             "length %d" % (etype, n, len(page), dlen))
         for off in range(0, len(page), dlen):
@@ -796,7 +808,7 @@ def parse_element_status(d, strict=True) -> List[Element]:
                 el.dvcid = bytes(rest[4:4 + rest[3]])
             out.append(el)
         body = body[8 + n:]
-    if strict and len(out) != nelem:
+    if strict and not truncated and len(out) != nelem:
         raise ScsiError("READ ELEMENT STATUS: header says %d elements, %d parsed" % (nelem, len(out)))
     return out
 
@@ -816,9 +828,22 @@ class Changer(Session):
                             alloc=0xFFFF) -> List[Element]:
         if element_type == ET_ALL and not self.strict:
             raise ValueError("READ ELEMENT STATUS type 0 corrupts tgtd's heap")
-        r = self.execute(cdb_read_element_status(element_type, start, count, alloc, voltag, True, dvcid),
-                         data_in_len=alloc, check=True, timeout=max(self.timeout, 60))
-        return parse_element_status(r.data, self.strict)
+        """Asks again from the element after the last one returned while the
+        report is cut at the allocation length (bounded)."""
+        out = []
+        for _ in range(256):
+            r = self.execute(cdb_read_element_status(element_type, start, count, alloc, voltag, True, dvcid),
+                             data_in_len=alloc, check=True, timeout=max(self.timeout, 60))
+            part = parse_element_status(r.data, self.strict, alloc)
+            out += part
+            if not (self.strict and element_status_truncated(r.data)):
+                return out
+            if not part:
+                raise ScsiError("READ ELEMENT STATUS: no whole descriptor within %d bytes" % alloc)
+            start, count = part[-1].address + 1, count - len(part)
+            if count <= 0:
+                return out
+        raise ScsiError("READ ELEMENT STATUS: report did not end within 256 requests")
 
     def inventory(self, dvcid=True) -> List[Element]:
         """All elements, asked type by type (never type 0: it corrupts tgtd's

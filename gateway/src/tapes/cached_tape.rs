@@ -304,6 +304,9 @@ impl TapeStream for CachedTape {
             at += p.len as usize;
             self.write_piece(p, part).await?;
         }
+        // Uploads follow when writes pause (write-behind); the archive
+        // flow wakes the feeder when it waits for them.
+        self.engine.note_write();
         Ok(())
     }
 
@@ -333,7 +336,6 @@ impl TapeStream for CachedTape {
         .map_err(|e| TapeStoreError::Io(e.to_string()))?
         .map_err(|e| TapeStoreError::Io(format!("{}: {e}", self.index_path.display())))?;
         *lock(&self.committed) = index.clone();
-        self.engine.wake_feeder();
         Ok(())
     }
 

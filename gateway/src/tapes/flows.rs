@@ -51,7 +51,7 @@ enum Flow {
     Retrieve,
 }
 
-fn cloud(e: impl std::fmt::Display) -> TapeError {
+fn cloud_error(e: impl std::fmt::Display) -> TapeError {
     TapeError::Cloud(e.to_string())
 }
 
@@ -229,10 +229,10 @@ impl TapeLibrary {
                 chunk_size: self.store.engine.cache.chunk_size(),
                 seq: MANIFEST_SEQ,
             };
-            write_manifest(cloud, header, &tape.map(), None).await.map_err(cloud)?;
+            write_manifest(cloud, header, &tape.map(), None).await.map_err(cloud_error)?;
             let index = Bytes::from(tape.committed_index().encode());
             let key = cloud.keyring.layout().tape_index_key(&ns);
-            cloud.store.put(&key, index, &StorageClass::Standard).await.map_err(cloud)
+            cloud.store.put(&key, index, &StorageClass::Standard).await.map_err(cloud_error)
         })
         .await?;
         self.store.update(barcode, |r| r.used_bytes = tape.used_bytes())?;
@@ -248,23 +248,23 @@ impl TapeLibrary {
         let cloud = &self.store.engine.cloud;
         let layout = cloud.keyring.layout().clone();
         let ns = tape_namespace(r.id);
-        let root = read_root(cloud, &layout.manifest_key(&ns, r.id, MANIFEST_SEQ)).await.map_err(cloud)?;
-        let mut keep: HashSet<crate::cloud::ChunkId> = root.page_ids().map_err(cloud)?.into_iter().flatten().collect();
+        let root = read_root(cloud, &layout.manifest_key(&ns, r.id, MANIFEST_SEQ)).await.map_err(cloud_error)?;
+        let mut keep: HashSet<crate::cloud::ChunkId> = root.page_ids().map_err(cloud_error)?.into_iter().flatten().collect();
         let segments = segment_objects(&tape.map());
         keep.extend(segments.iter().copied());
         let class = r.pool.storage_class();
-        for o in list_all(&cloud.store, &layout.chunks_prefix(&ns)).await.map_err(cloud)? {
+        for o in list_all(&cloud.store, &layout.chunks_prefix(&ns)).await.map_err(cloud_error)? {
             if let ObjectRole::Chunk(_, id) = layout.classify(&o.key) {
                 if !keep.contains(&id) {
-                    cloud.store.delete(&o.key).await.map_err(cloud)?;
+                    cloud.store.delete(&o.key).await.map_err(cloud_error)?;
                 }
             }
         }
         for id in &segments {
             let key = layout.chunk_key(&ns, id);
             // A copy onto the same class is refused by S3: skip done ones.
-            if cloud.store.head(&key).await.map_err(cloud)?.storage_class != class {
-                cloud.store.copy_to_storage_class(&key, &class).await.map_err(cloud)?;
+            if cloud.store.head(&key).await.map_err(cloud_error)?.storage_class != class {
+                cloud.store.copy_to_storage_class(&key, &class).await.map_err(cloud_error)?;
             }
         }
         Ok(())
@@ -297,8 +297,8 @@ impl TapeLibrary {
         let ns = tape_namespace(r.id);
         let map = self
             .until_done(barcode, "read manifest", || async {
-                let root = read_root(cloud, &layout.manifest_key(&ns, r.id, MANIFEST_SEQ)).await.map_err(cloud)?;
-                read_map(cloud, &ns, &root).await.map_err(cloud)
+                let root = read_root(cloud, &layout.manifest_key(&ns, r.id, MANIFEST_SEQ)).await.map_err(cloud_error)?;
+                read_map(cloud, &ns, &root).await.map_err(cloud_error)
             })
             .await?;
         let mut waiting: Vec<String> = segment_objects(&map).iter().map(|id| layout.chunk_key(&ns, id)).collect();
@@ -335,8 +335,8 @@ impl TapeLibrary {
         }
         let index = self
             .until_done(barcode, "read index", || async {
-                let body = cloud.store.get(&layout.tape_index_key(&ns), None).await.map_err(cloud)?;
-                TapeIndex::decode(&body).map_err(|e| cloud(CloudError::Malformed(e.to_string())))
+                let body = cloud.store.get(&layout.tape_index_key(&ns), None).await.map_err(cloud_error)?;
+                TapeIndex::decode(&body).map_err(|e| cloud_error(CloudError::Malformed(e.to_string())))
             })
             .await?;
         let maps = self.store.engine.maps.clone();

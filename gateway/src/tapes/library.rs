@@ -344,14 +344,17 @@ impl TapeLibrary {
         for r in &records {
             self.store.open_tape(r).await?;
             tracing::info!(barcode = %r.barcode, size = r.size_bytes, pool = ?r.pool, worm = r.worm, "tape created");
-            self.spawn_import(&r.barcode);
-        }
-        // Give the import a moment so the answer usually says AVAILABLE.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        while tokio::time::Instant::now() < deadline
-            && records.iter().any(|r| self.store.record(&r.barcode).is_some_and(|r| r.state == TapeState::Creating))
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            // In barcode order into the slots; while the application keeps
+            // them locked, the tape stays CREATING and goes in later.
+            match self.changer.import_tape(&r.barcode).await {
+                Ok(_) => {
+                    self.store.set_state(&r.barcode, TapeState::Available)?;
+                }
+                Err(e) => {
+                    tracing::info!(barcode = %r.barcode, error = %e, "tape waits for an import/export slot");
+                    self.spawn_import(&r.barcode);
+                }
+            }
         }
         let elements = self.changer.elements().await;
         Ok(records.iter().filter_map(|r| self.store.record(&r.barcode)).map(|r| self.info(&r, &elements)).collect())

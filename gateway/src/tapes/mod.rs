@@ -8,9 +8,11 @@
 //! - [`store`]: the book and the open tapes: the `MediaLibrary`;
 //! - [`devices`]: target names, serials, NAA ids, drive metrics;
 //! - [`library`]: [`TapeLibrary`], the changer, drives and admin requests;
-//! - [`flows`]: import, archive, retrieve, in the background.
+//! - [`flows`]: import, archive, retrieve, in the background;
+//! - [`cli`]: `sgw tape …`.
 
 pub mod cached_tape;
+pub mod cli;
 pub mod devices;
 mod flows;
 pub mod library;

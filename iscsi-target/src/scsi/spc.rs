@@ -382,6 +382,11 @@ impl SpcCore {
         };
         let pages: Vec<Vec<u8>> = if a.page == 0x3F {
             st.pages.iter().map(pick).collect()
+        } else if a.page == 0 && self.device_type == DeviceType::Tape {
+            // SSC: page 0 (vendor specific, no page format) is the header
+            // and block descriptor alone; the Linux st driver reads the
+            // block length and write protection this way.
+            Vec::new()
         } else {
             let p = st.pages.iter().find(|p| p.code() == a.page).ok_or(Sense::invalid_cdb_field(2, Some(5)))?;
             vec![pick(p)]

@@ -291,6 +291,12 @@ async fn fixed_blocks_use_the_mode_block_length() {
     assert_eq!(ms.data_in[3], 8);
     assert_eq!(ms.data_in[4], 0x58, "LTO-5 density");
     assert_eq!(&ms.data_in[9..12], &[0, 2, 0]);
+    // Page 0, as the Linux st driver asks: header and block descriptor only.
+    let ms = rig.cmd(&[0x1A, 0, 0x00, 0, 12, 0]).await;
+    assert_good(&ms);
+    assert_eq!(ms.data_in.len(), 12);
+    assert_eq!((ms.data_in[0], ms.data_in[3]), (11, 8));
+    assert_eq!(&ms.data_in[9..12], &[0, 2, 0]);
     let data: Vec<u8> = (0..4 * 512).map(|i| (i / 512) as u8).collect();
     let w = rig.send(&rig.n, &write6(true, 4), &data).await;
     assert_good(&w);

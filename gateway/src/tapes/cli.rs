@@ -1,0 +1,155 @@
+//! `sgw tape …`: the tape commands of the CLI, over the admin API.
+
+use clap::Subcommand;
+
+use super::library::{CreateTapes, LocationKind, TapeInfo, TapeLocation};
+use super::records::Pool;
+use crate::client::Client;
+
+#[derive(Subcommand)]
+pub enum TapeCommand {
+    /// Create virtual tapes; they appear in import/export slots.
+    Create {
+        /// One tape with this barcode (5-16 characters of A-Z, 0-9).
+        #[arg(long, conflicts_with_all = ["prefix", "count"], required_unless_present = "prefix")]
+        barcode: Option<String>,
+        /// Barcodes made of this prefix (1-4 letters) and numbers.
+        #[arg(long, requires = "count")]
+        prefix: Option<String>,
+        /// How many tapes to create with --prefix (1-10).
+        #[arg(long, requires = "prefix")]
+        count: Option<u32>,
+        /// Tape size, e.g. 100GiB, 2.5TiB (100 GiB to 15 TiB; thin).
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// Where the tape is archived when exported.
+        #[arg(long, value_enum, default_value = "GLACIER")]
+        pool: PoolArg,
+        /// Write once, read many: appends only.
+        #[arg(long)]
+        worm: bool,
+    },
+    /// List tapes with their state and location.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring an archived tape back into the library, read-only.
+    Retrieve { barcode: String },
+    /// Delete an archived tape, or one in an import/export slot.
+    Delete { barcode: String },
+    /// The changer and drive targets.
+    Library {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PoolArg {
+    #[value(name = "GLACIER")]
+    Glacier,
+    #[value(name = "DEEP_ARCHIVE")]
+    DeepArchive,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size::Config::new().with_binary().parse_size(s).map_err(|e| format!("invalid size {s:?}: {e}"))
+}
+
+/// Bytes in the largest binary unit that keeps the number at least 1.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn location(l: &TapeLocation) -> String {
+    let at = |what: &str| l.element.map_or(what.to_owned(), |e| format!("{what} {e}"));
+    match l.kind {
+        LocationKind::Storage => at("slot"),
+        LocationKind::ImportExport => at("import/export"),
+        LocationKind::Drive => at("drive"),
+        LocationKind::Archive => "archive".into(),
+        LocationKind::None => "-".into(),
+    }
+}
+
+fn print_tapes(tapes: &[TapeInfo]) {
+    println!("{:<16} {:>12} {:>12} {:<18} {:<12} LOCATION", "BARCODE", "SIZE", "USED", "STATE", "POOL");
+    for t in tapes {
+        let pool = match t.pool {
+            Pool::Glacier => "GLACIER",
+            Pool::DeepArchive => "DEEP_ARCHIVE",
+        };
+        let worm = if t.worm { " (WORM)" } else { "" };
+        println!(
+            "{:<16} {:>12} {:>12} {:<18} {:<12} {}{worm}",
+            t.barcode,
+            size_text(t.size_bytes),
+            size_text(t.used_bytes),
+            t.state.name(),
+            pool,
+            location(&t.location)
+        );
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<(), String> {
+    println!("{}", serde_json::to_string_pretty(v).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+pub fn run(client: &Client, cmd: TapeCommand) -> Result<(), String> {
+    match cmd {
+        TapeCommand::Create { barcode, prefix, count, size, pool, worm } => {
+            let pool = match pool {
+                PoolArg::Glacier => Pool::Glacier,
+                PoolArg::DeepArchive => Pool::DeepArchive,
+            };
+            let req = CreateTapes { barcode, prefix, count, size_bytes: size, pool, worm };
+            for t in client.create_tapes(&req).map_err(|e| e.to_string())? {
+                println!("created {} ({}), {}, {}", t.barcode, size_text(t.size_bytes), t.state.name(), location(&t.location));
+            }
+        }
+        TapeCommand::List { json: as_json } => {
+            let tapes = client.list_tapes().map_err(|e| e.to_string())?;
+            if as_json {
+                json(&tapes)?;
+            } else {
+                print_tapes(&tapes);
+            }
+        }
+        TapeCommand::Retrieve { barcode } => {
+            let t = client.retrieve_tape(&barcode).map_err(|e| e.to_string())?;
+            println!("{} is {}", t.barcode, t.state.name());
+        }
+        TapeCommand::Delete { barcode } => {
+            client.delete_tape(&barcode).map_err(|e| e.to_string())?;
+            println!("deleted {barcode}");
+        }
+        TapeCommand::Library { json: as_json } => {
+            let lib = client.library().map_err(|e| e.to_string())?;
+            if as_json {
+                json(&lib)?;
+            } else {
+                let c = &lib.changer;
+                println!("changer {} LUN {} ({} {}, serial {})", c.iqn, c.lun, c.vendor, c.product, c.serial);
+                for d in &lib.drives {
+                    let tape = d.barcode.as_deref().unwrap_or("-");
+                    println!("drive   {} LUN {} element {} serial {} tape {tape}", d.iqn, d.lun, d.element, d.serial);
+                }
+            }
+        }
+    }
+    Ok(())
+}
