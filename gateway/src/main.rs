@@ -187,7 +187,25 @@ fn print_table(vols: &[VolumeInfo]) {
     }
 }
 
+/// The data path allocates and frees buffers of about 1 MiB all the time
+/// (Data-Out segments, cache reads, chunks on their way to and from the
+/// cloud). glibc serves those from fresh mmap()s, so every buffer costs 256
+/// page faults and the zeroing of 1 MiB by the kernel: a quarter of the
+/// CPU time of a cached volume's 1 MiB reads. Serving them from the heap,
+/// and keeping freed heap memory instead of trimming it at once, reuses
+/// pages that are already mapped.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<(), String> {
+    tune_allocator();
     let cloud = args.s3_bucket.map(|bucket| gateway::cloud::CloudConfig {
         store: StoreConfig::S3(S3Config {
             bucket,

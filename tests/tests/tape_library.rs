@@ -296,3 +296,36 @@ fn sigkill_during_a_tape_write_keeps_everything_up_to_the_last_filemark() {
     eprintln!("{}", t.lines().find(|l| l.contains("whole files")).unwrap_or_default());
     drop(gw);
 }
+
+/// Restores take time on a real shelf: with the embedded store's restore
+/// delay, a retrieval shows RETRIEVING until every segment is readable,
+/// then RETRIEVED, and the tape reads.
+#[test]
+fn retrieval_waits_for_restores_from_deep_archive() {
+    if !have_tape_client() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = work.path().join("sgw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cloud.store]\nkind = \"local\"\nroot = \"{}\"\nrestore_delay_secs = 4\n",
+            work.path().join("objects").display()
+        ),
+    )
+    .expect("config");
+    let gw = Gateway::start_with(GatewayOptions::args(&["--config", &config.to_string_lossy()]));
+    cli_ok(&gw, &["tape", "create", "--barcode", "DEEP0001", "--size", "100GiB", "--pool", "DEEP_ARCHIVE"]);
+    let out = python(&gw, "tape_job.py", 1, &["--barcode", "DEEP0001"]);
+    assert!(out.status.success(), "tape_job.py:\n{}", text(&out));
+    wait_state(&gw, "DEEP0001", "ARCHIVED", Duration::from_secs(120));
+    cli_ok(&gw, &["tape", "retrieve", "DEEP0001"]);
+    let t = tape(&gw, "DEEP0001");
+    assert_eq!(t["state"], "RETRIEVING", "{t}");
+    let started = Instant::now();
+    wait_state(&gw, "DEEP0001", "RETRIEVED", Duration::from_secs(120));
+    assert!(started.elapsed() >= Duration::from_secs(2), "the restore delay was not waited for");
+    let out = python(&gw, "tape_refusals.py", 2, &["--barcode", "DEEP0001", "--expect-write-protected", "--unload"]);
+    assert!(out.status.success(), "tape_refusals.py --expect-write-protected:\n{}", text(&out));
+}
