@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of iscsi-target (iscsi-target/fuzz) for a bounded
+# Runs every fuzz target (iscsi-target/fuzz, vtl/fuzz) for a bounded
 # time, starting from its seed corpus, and fails on any crash, hang or leak.
 # Usage: tests/scripts/fuzz-smoke.sh   (from anywhere)
 #   FUZZ_SECONDS      time per target (default 20)
@@ -23,16 +23,19 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-cd iscsi-target/fuzz
 # New inputs go to a scratch corpus; the committed seeds stay as they are.
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+root="$PWD"
 
-cargo fuzz build
-for target in $(cargo fuzz list); do
-  echo "fuzz-smoke: $target for ${FUZZ_SECONDS}s"
-  mkdir -p "$work/$target"
-  cargo fuzz run "$target" "$work/$target" "corpus/$target" -- \
-    -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+for crate in iscsi-target vtl; do
+  cd "$root/$crate/fuzz"
+  cargo fuzz build
+  for target in $(cargo fuzz list); do
+    echo "fuzz-smoke: $crate/$target for ${FUZZ_SECONDS}s"
+    mkdir -p "$work/$crate/$target"
+    cargo fuzz run "$target" "$work/$crate/$target" "corpus/$target" -- \
+      -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+  done
 done
 echo "fuzz-smoke: no crashes"
