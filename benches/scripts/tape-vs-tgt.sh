@@ -51,24 +51,19 @@ $B load --portal "$TGT_PORTAL" --changer "$TGT_CHANGER" --drives "$TGT_DRIVES" -
 echo "tgt: tgtd pid $TGT_PID on $TGT_PORTAL"
 
 # ---------------------------------------------------------------- sgw
-# >>> sgw_setup_tapes: THE SGW TAPE CLI IS NOT FINAL; the lead adjusts this.
-# Assumed: `sgw tape create --barcode B --size BYTES` adds a tape to the
-# library (in a storage slot); `sgw tape library --json` prints
-#   {"changer": {"iqn": "..."}, "drives": [{"iqn": "..."}, ...]}
-# (LUN 0 for every device).  SGW_DATA_DIR and SGW_API (http://host:port) are
-# exported to the CLI in case it needs them.  Sets SGW_CHANGER and SGW_DRIVES (comma list).
+# Four tapes (thin, so the AWS minimum of 100 GiB costs nothing; they land
+# in import/export slots), and the changer and drive IQNs from
+# `sgw tape library --json` (every device at LUN 0). Sets SGW_CHANGER and
+# SGW_DRIVES (comma list).
 sgw_setup_tapes() {
     local i
     for i in 1 2 3 4; do
-        SGW_DATA_DIR="$SGW_DATA" SGW_API="http://$SGW_API" "$SGW_BIN" tape create \
-            --barcode "$(printf 'SGW%03dL5' "$i")" --size $((TAPE_MB << 20))
+        "$SGW_BIN" --api "http://$SGW_API" tape create --barcode "$(printf 'SGW%03dL5' "$i")" --size 200GiB >/dev/null
     done
-    SGW_DATA_DIR="$SGW_DATA" SGW_API="http://$SGW_API" "$SGW_BIN" tape library --json \
-        >"$WORK/sgw-library.json"
+    "$SGW_BIN" --api "http://$SGW_API" tape library --json >"$WORK/sgw-library.json"
     SGW_CHANGER=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["changer"]["iqn"])' "$WORK/sgw-library.json")
     SGW_DRIVES=$($PY -c 'import json,sys; print(",".join(d["iqn"] for d in json.load(open(sys.argv[1]))["drives"][:4]))' "$WORK/sgw-library.json")
 }
-# <<< sgw_setup_tapes
 
 TARGETS="tgt"
 if [ -n "${SGW_BIN:-}" ]; then

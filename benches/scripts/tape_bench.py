@@ -44,7 +44,9 @@ def cmd_load(a):
     drives = [S.Tape(a.portal, t, a.lun, timeout=60) for t in a.drives.split(",")]
     els, des = drive_elements(ch, drives)
     transport = next(e.address for e in els if e.type == S.ET_TRANSPORT)
-    tapes = [e for e in els if e.type == S.ET_STORAGE and e.full and e.barcode]
+    # New sgw tapes wait in import/export slots (as AWS's do); a move
+    # from there into a drive is as good as one from a storage slot.
+    tapes = [e for e in els if e.type in (S.ET_STORAGE, S.ET_IMPORT_EXPORT) and e.full and e.barcode]
     if a.barcodes:
         want = a.barcodes.split(",")
         tapes = [next(t for t in tapes if t.barcode == b) for b in want]
