@@ -97,6 +97,41 @@ impl Disk {
         self.file.read_exact_at(buf, self.offset(slot, offset_in_slot)).map_err(|e| self.error(e))
     }
 
+    /// Reads `len` bytes into a new buffer that is never zeroed: the read
+    /// fills all of it or fails.
+    pub fn read_new(&self, slot: u32, offset_in_slot: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        let start = self.offset(slot, offset_in_slot);
+        let mut done = 0usize;
+        while done < len {
+            // SAFETY: the kernel writes at most `len - done` bytes into the
+            // spare capacity starting at `done`; nothing reads them before
+            // `set_len`, which covers only bytes the kernel wrote.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    buf.as_mut_ptr().add(done).cast(),
+                    len - done,
+                    (start + done as u64) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(self.error(e));
+            }
+            if n == 0 {
+                return Err(self.error(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            done += n as usize;
+        }
+        // SAFETY: bytes 0..len were all written by pread above.
+        unsafe { buf.set_len(len) };
+        Ok(buf)
+    }
+
     /// Writes into the page cache. Every MiB written, the disk's dirty pages
     /// are handed to the device (sync_file_range WRITE, which does not wait
     /// for them), so that the transfer overlaps the writes that follow and

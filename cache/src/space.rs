@@ -170,7 +170,12 @@ impl Inner {
             freed.extend(chunk.base.as_ref().map(|b| b.slot));
             let mut state = self.state.lock();
             state.chunks.remove(&id);
-            state.dirty_queue.remove(&chunk.dirty_seq);
+            // A clean chunk keeps the sequence number it was last dirty
+            // under, which a dirty chunk may have been given since (after a
+            // reopen): only this chunk's own queue entry goes.
+            if state.dirty_queue.get(&chunk.dirty_seq) == Some(&id) {
+                state.dirty_queue.remove(&chunk.dirty_seq);
+            }
             state.uploading.remove(&id);
             state.pending_merge.remove(&id);
             state.policy.remove(&id);

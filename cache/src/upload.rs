@@ -64,7 +64,9 @@ impl Inner {
             }
             return Ok(false);
         }
-        state.dirty_queue.remove(&chunk.dirty_seq);
+        if state.dirty_queue.get(&chunk.dirty_seq) == Some(&id) {
+            state.dirty_queue.remove(&chunk.dirty_seq);
+        }
         let before = chunk.dirty_slots();
         chunk.dirty = false;
         state.track_evictable(id, chunk.evictable());

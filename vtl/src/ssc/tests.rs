@@ -443,6 +443,53 @@ async fn space_blocks_stops_at_filemarks_bop_and_eod() {
     assert_eq!(rig.position().await, 2);
 }
 
+/// Bacula btape's append test through Linux st: files of 1, 2 and 3
+/// records; reopen, rewind, `eod` (MTEOM: SPACE 0x7FFFFF filemarks, then
+/// SPACE to end of data) must leave st at file 3; one record and a filemark
+/// appended there; then a scan from BOT reads back 1, 2, 3 and 1 records
+/// (variable reads longer than the records: ILI with the residue) and
+/// meets end of data with no data.
+#[tokio::test]
+async fn btape_append_test_sequence() {
+    let rig = Rig::new().await;
+    for (file, n) in [1u8, 2, 3].into_iter().enumerate() {
+        rig.records(n, 200 + file).await;
+        assert_good(&rig.filemarks(1).await);
+    }
+    rig.rewind().await;
+    let s = sense(&rig.space(1, 0x7F_FFFF).await, SenseKey::BlankCheck, 0x00, 0x05);
+    assert_eq!(0x7F_FFFF - s.info.unwrap(), 3, "st counts 3 files");
+    assert_good(&rig.space(3, 0).await);
+    assert_eq!((rig.position().await, rig.file_number().await), (9, 3));
+    rig.good_write(&[9; 203]).await;
+    assert_good(&rig.filemarks(1).await);
+    rig.rewind().await;
+
+    let mut files = Vec::new();
+    let mut records = 0;
+    loop {
+        let r = rig.read(256).await;
+        let s = r.sense.clone().unwrap();
+        if s.filemark {
+            assert!(r.data_in.is_empty());
+            files.push(records);
+            records = 0;
+            continue;
+        }
+        if s.key == SenseKey::BlankCheck {
+            assert!(r.data_in.is_empty(), "nothing read at end of data");
+            break;
+        }
+        assert!(s.ili, "{s:?}");
+        let len = 200 + files.len();
+        assert_eq!(s.info, Some(256 - len as u64));
+        assert_eq!(r.data_in.len(), len);
+        records += 1;
+    }
+    assert_eq!(files, [1, 2, 3, 1]);
+    assert_eq!((rig.position().await, rig.file_number().await), (11, 4));
+}
+
 #[tokio::test]
 async fn locate_and_read_position_forms() {
     let rig = three_files().await;
