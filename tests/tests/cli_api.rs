@@ -45,7 +45,7 @@ fn api_rejects_bad_input_with_messages() {
     let url = format!("{}/api/v1/volumes", gw.api());
     let cases = [
         ("{not json", 400),
-        (r#"{"name":"x"}"#, 422),
+        (r#"{"name":"x"}"#, 400),
         (r#"{"name":"Bad_Name","size_bytes":1048576}"#, 400),
         (r#"{"name":"ok","size_bytes":1000}"#, 400),
         (r#"{"name":"ok","size_bytes":1048576,"extra":1}"#, 422),
