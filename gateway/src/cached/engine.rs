@@ -21,6 +21,17 @@ use super::metrics::VolumeMetrics;
 use crate::cloud::uploader::{StoredChunk, UploadCompletion};
 use crate::cloud::{ChunkId, CloudLayer, Namespace, UploadJob};
 
+/// One finished upload, as [`ChunkOwner::record_uploads`] receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Uploaded {
+    pub index: u64,
+    /// The cache generation the upload read.
+    pub cache_generation: u64,
+    pub chunk: ChunkRef,
+    /// The job's token: see [`Engine::discarded_since`].
+    pub token: u64,
+}
+
 /// Whatever keeps chunks in the cache under one cache namespace and ships
 /// them to the cloud: a cached volume, a virtual tape.
 #[async_trait::async_trait]
@@ -35,9 +46,11 @@ pub trait ChunkOwner: Send + Sync {
     fn name(&self) -> &str;
     /// The whole chunk as it is now and the cache generation read.
     async fn read_whole_chunk(&self, index: u64) -> io::Result<(Bytes, u64)>;
-    /// Records finished uploads `(index, cache generation, where)`: durably
-    /// in the owner's map first, then `Cache::mark_uploaded`.
-    async fn record_uploads(&self, done: &[(u64, u64, ChunkRef)]) -> io::Result<()>;
+    /// Records finished uploads: durably in the owner's map first, then
+    /// `Cache::mark_uploaded`. Uploads of chunks discarded since they were
+    /// submitted ([`Engine::discarded_since`]) must be skipped, under the
+    /// same lock the discard takes.
+    async fn record_uploads(&self, done: &[Uploaded]) -> io::Result<()>;
     /// A copy submitted with [`JobKind::Capture`] finished uploading.
     async fn capture_uploaded(&self, rp_seq: u64, index: u64, result: Result<ChunkRef, String>) {
         let _ = (rp_seq, index, result);
@@ -80,6 +93,11 @@ pub struct Engine {
     /// an upload with an older token may have stored its object before the
     /// delete, so its chunk is uploaded again.
     tombstones: Mutex<HashMap<(u64, ChunkId), u64>>,
+    /// Chunks discarded (UNMAP, a tape cut short), with the first token
+    /// issued after: an upload with an older token carries content from
+    /// before the discard, which a rewrite of the chunk (whose cache
+    /// generations start again) must not be mistaken for.
+    discards: Mutex<Vec<(u64, std::ops::Range<u64>, u64)>>,
     wake: Notify,
     /// Milliseconds since `epoch` of the last write, and until when the
     /// feeder uploads regardless.
@@ -106,6 +124,7 @@ impl Engine {
             jobs: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             tombstones: Mutex::new(HashMap::new()),
+            discards: Mutex::new(Vec::new()),
             wake: Notify::new(),
             last_write_ms: AtomicU64::new(0),
             urgent_until_ms: AtomicU64::new(0),
@@ -186,10 +205,25 @@ impl Engine {
         }
     }
 
-    /// Drops tombstones no outstanding job can race with any more.
+    /// Records that `owner`'s chunks `range` were discarded: call it before
+    /// the discard, under the lock `record_uploads` takes.
+    pub fn note_discard(&self, owner: u64, range: std::ops::Range<u64>) {
+        let next = self.next_token.load(Ordering::Relaxed);
+        lock(&self.discards).push((owner, range, next));
+    }
+
+    /// Whether the upload with `token` of `owner`'s chunk `index` was
+    /// submitted before a discard of that chunk.
+    pub fn discarded_since(&self, owner: u64, index: u64, token: u64) -> bool {
+        lock(&self.discards).iter().any(|(o, r, after)| *o == owner && r.contains(&index) && token < *after)
+    }
+
+    /// Drops tombstones and discard marks no outstanding job can race with
+    /// any more.
     fn prune_tombstones(&self) {
         let oldest = lock(&self.jobs).keys().min().copied().unwrap_or(u64::MAX);
         lock(&self.tombstones).retain(|_, after| *after > oldest);
+        lock(&self.discards).retain(|(_, _, after)| *after > oldest);
     }
 
     fn tombstoned(&self, family: u64, id: &ChunkId, token: u64) -> bool {
@@ -312,7 +346,7 @@ impl Engine {
                         debug!(volume = volume.name(), chunk = index, "upload raced with garbage collection: again");
                         retry.push(index);
                     }
-                    Ok(r) => done.push((index, generation, r)),
+                    Ok(r) => done.push(Uploaded { index, cache_generation: generation, chunk: r, token }),
                     Err(e) => {
                         warn!(volume = volume.name(), chunk = index, error = %e, "upload failed; will retry");
                         retry.push(index);
@@ -324,8 +358,8 @@ impl Engine {
             }
             if let Err(e) = volume.record_uploads(&done).await {
                 warn!(volume = volume.name(), error = %e, "cannot record uploads; they will be repeated");
-                for (index, _, _) in done {
-                    self.cache.abandon_upload(CacheChunkId::new(volume_id, index));
+                for u in done {
+                    self.cache.abandon_upload(CacheChunkId::new(volume_id, u.index));
                 }
             }
         }

@@ -18,6 +18,6 @@ mod recovery;
 pub mod service;
 pub mod volume;
 
-pub use engine::{ChunkOwner, Engine};
+pub use engine::{ChunkOwner, Engine, Uploaded};
 pub use service::{CachedVolumes, Catalog, SnapshotRecord};
 pub use volume::{CachedVolume, VolumeIdentity};

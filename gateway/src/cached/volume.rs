@@ -21,7 +21,7 @@ use iscsi_target::scsi::block::{BlockDevice, Provisioning};
 use iscsi_target::scsi::{BlockCount, Lba};
 use tokio::sync::{Notify, OnceCell, RwLock};
 
-use super::engine::{ChunkOwner, Engine, JobKind};
+use super::engine::{ChunkOwner, Engine, JobKind, Uploaded};
 use super::manifest::ManifestRoot;
 use super::map::{ChunkMap, ChunkRef};
 use crate::cloud::{ChunkId, Namespace};
@@ -359,13 +359,15 @@ impl CachedVolume {
 
     /// Records completed uploads: the chunk map durably first, then the
     /// cache may consider the chunks clean.
-    async fn record(&self, done: &[(u64, u64, ChunkRef)]) -> io::Result<()> {
+    async fn record(&self, done: &[Uploaded]) -> io::Result<()> {
         let _commit = self.commit.lock().await;
-        // An unmap that discarded the chunk while it uploaded wins.
+        // An unmap that discarded the chunk while it uploaded wins, even if
+        // the chunk was written again since (its generations start over).
         let live: Vec<(u64, u64, ChunkRef)> = done
             .iter()
-            .filter(|(index, _, _)| self.engine.cache.lookup(self.cache_id(*index)).is_some())
-            .copied()
+            .filter(|u| !self.engine.discarded_since(self.id(), u.index, u.token))
+            .filter(|u| self.engine.cache.lookup(self.cache_id(u.index)).is_some())
+            .map(|u| (u.index, u.cache_generation, u.chunk))
             .collect();
         let entries: Vec<(u64, ChunkRef)> = live.iter().map(|(i, _, r)| (*i, *r)).collect();
         let maps = self.engine.maps.clone();
@@ -444,26 +446,30 @@ impl CachedVolume {
             let notified = self.pending_changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let seq = {
+            let claimed = {
                 let mut pending = lock(&self.pending);
                 let Some(rp) = pending.as_mut() else { return Ok(()) };
                 match rp.chunks.get_mut(&index) {
                     Some(c @ PendingChunk::Waiting(_)) => {
-                        *c = PendingChunk::Capturing;
-                        Some(rp.seq)
+                        let PendingChunk::Waiting(generation) = std::mem::replace(c, PendingChunk::Capturing) else {
+                            return Ok(());
+                        };
+                        Some((rp.seq, generation))
                     }
                     Some(PendingChunk::Capturing) => None,
                     _ => return Ok(()),
                 }
             };
-            let Some(seq) = seq else {
+            let Some((seq, generation)) = claimed else {
                 notified.await;
                 continue;
             };
             let data = match self.whole_chunk(index).await {
                 Ok((data, _)) => data,
                 Err(e) => {
-                    self.set_pending(seq, index, PendingChunk::Waiting(u64::MAX));
+                    // Not copied: the upload of that generation (or the
+                    // next writer's copy) still resolves it.
+                    self.set_pending(seq, index, PendingChunk::Waiting(generation));
                     return Err(e);
                 }
             };
@@ -560,6 +566,7 @@ impl CachedVolume {
             self.capture_if_pending(index).await?;
         }
         let _commit = self.commit.lock().await;
+        self.engine.note_discard(self.id(), range.clone());
         self.engine.cache.discard(self.id(), range.clone()).await.map_err(cache_err)?;
         let entries: Vec<(u64, ChunkRef)> = {
             let map = lock(&self.map);
@@ -623,7 +630,7 @@ impl ChunkOwner for CachedVolume {
         self.whole_chunk(index).await
     }
 
-    async fn record_uploads(&self, done: &[(u64, u64, ChunkRef)]) -> io::Result<()> {
+    async fn record_uploads(&self, done: &[Uploaded]) -> io::Result<()> {
         self.record(done).await
     }
 

@@ -21,7 +21,7 @@ use cache::{ChunkId as CacheChunkId, ErrorKind as CacheErrorKind, ReadOutcome};
 use vtl::format::TapeIndex;
 use vtl::media::{TapeStoreError, TapeStream};
 
-use crate::cached::engine::{ChunkOwner, Engine};
+use crate::cached::engine::{ChunkOwner, Engine, Uploaded};
 use crate::cached::map::{ChunkMap, ChunkRef};
 use crate::cloud::{ChunkId, Namespace};
 
@@ -233,10 +233,14 @@ impl CachedTape {
     /// Records finished uploads: the map durably first, then the cache may
     /// call the segments clean. A discard that released a segment while it
     /// uploaded wins.
-    async fn record(&self, done: &[(u64, u64, ChunkRef)]) -> io::Result<()> {
+    async fn record(&self, done: &[Uploaded]) -> io::Result<()> {
         let _commit = self.commit.lock().await;
-        let live: Vec<(u64, u64, ChunkRef)> =
-            done.iter().filter(|(index, _, _)| self.engine.cache.lookup(self.cache_id(*index)).is_some()).copied().collect();
+        let live: Vec<(u64, u64, ChunkRef)> = done
+            .iter()
+            .filter(|u| !self.engine.discarded_since(self.id, u.index, u.token))
+            .filter(|u| self.engine.cache.lookup(self.cache_id(u.index)).is_some())
+            .map(|u| (u.index, u.cache_generation, u.chunk))
+            .collect();
         let entries: Vec<(u64, ChunkRef)> = live.iter().map(|(i, _, r)| (*i, *r)).collect();
         self.persist_map(entries.clone()).await?;
         {
@@ -290,7 +294,7 @@ impl ChunkOwner for CachedTape {
         self.read_piece(Piece { index, offset: 0, len: self.chunk_size }).await.map_err(to_io)
     }
 
-    async fn record_uploads(&self, done: &[(u64, u64, ChunkRef)]) -> io::Result<()> {
+    async fn record_uploads(&self, done: &[Uploaded]) -> io::Result<()> {
         self.record(done).await
     }
 }
@@ -342,6 +346,7 @@ impl TapeStream for CachedTape {
     async fn discard_from(&self, offset: u64) -> Result<(), TapeStoreError> {
         let first = offset.div_ceil(u64::from(self.chunk_size));
         let _commit = self.commit.lock().await;
+        self.engine.note_discard(self.id, first..u64::MAX);
         self.engine.cache.discard(self.id, first..u64::MAX).await.map_err(cache_err)?;
         let entries: Vec<(u64, ChunkRef)> =
             lock(&self.map).mapped().filter(|(i, _)| *i >= first).map(|(i, _)| (i, ChunkRef::Zero)).collect();
