@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use iscsi_target::scsi::opcodes::Features;
 use iscsi_target::scsi::spc::BlockDescriptor;
 use iscsi_target::scsi::{
-    DeviceIdentity, DeviceType, ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus, Sense, SpcCore,
+    DeviceIdentity, DeviceType, ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, Sense, SpcCore,
     SpcDevice,
 };
 
@@ -377,36 +377,17 @@ impl SpcDevice for MediaChanger {
 #[async_trait]
 impl LogicalUnit for MediaChanger {
     async fn execute(&self, req: ScsiRequest) -> ScsiResponse {
-        let opcode = req.cdb.first().copied().unwrap_or(0xFF);
-        if let Some(ua) = self.core.take_unit_attention(&req.nexus, opcode) {
-            return ScsiResponse::check(ua);
-        }
-        let (desc, cmd) = match CHANGER_OPCODES.parse(Features::default(), &req.cdb) {
-            Ok(parsed) => parsed,
-            Err(sense) => {
-                tracing::debug!(opcode, ?sense, "refused CDB");
-                return ScsiResponse::check(sense);
-            }
+        let (desc, cmd) = match self.core.admit(&req, &CHANGER_OPCODES, Features::default()) {
+            Ok(admitted) => admitted,
+            Err(resp) => return resp,
         };
-        if self.core.reservation_conflict(&req.nexus, desc.access) {
-            return ScsiResponse::status(ScsiStatus::ReservationConflict);
-        }
         let alloc = cmd.allocation_length();
         let data_out_len = cmd.data_out_length();
         let result = match cmd {
             ChangerCommand::Spc(c) => Ok(self.core.execute(self, &req, c, &CHANGER_OPCODES)),
             ChangerCommand::Smc(c) => self.run(&req, c).await,
         };
-        let mut resp = result.unwrap_or_else(ScsiResponse::check);
-        if let Some(sense) = &resp.sense {
-            tracing::debug!(command = desc.name, ?sense, "check condition");
-        }
-        // Parameter data stops at the allocation length (SPC-4 4.2.5.6).
-        if let Some(alloc) = alloc {
-            resp.data_in.truncate(alloc as usize);
-        }
-        resp.data_out_len = data_out_len;
-        resp
+        SpcCore::finish(desc.name, result.unwrap_or_else(ScsiResponse::check), alloc, data_out_len)
     }
 
     /// A reset ends every PREVENT MEDIUM REMOVAL (SPC-4 6.13).

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use iscsi_target::scsi::sense::FieldPointer;
-use iscsi_target::scsi::SenseKey;
+use iscsi_target::scsi::{ScsiStatus, SenseKey};
 
 use super::*;
 use crate::format::TapeIndex;

@@ -580,20 +580,10 @@ impl SpcDevice for DiskUnit {
 #[async_trait]
 impl LogicalUnit for DiskUnit {
     async fn execute(&self, req: ScsiRequest) -> ScsiResponse {
-        let opcode = req.cdb.first().copied().unwrap_or(0xFF);
-        if let Some(ua) = self.core.take_unit_attention(&req.nexus, opcode) {
-            return ScsiResponse::check(ua);
-        }
-        let (desc, cmd) = match DISK_OPCODES.parse(self.features(), &req.cdb) {
-            Ok(parsed) => parsed,
-            Err(sense) => {
-                tracing::debug!(opcode, ?sense, "refused CDB");
-                return ScsiResponse::check(sense);
-            }
+        let (desc, cmd) = match self.core.admit(&req, &DISK_OPCODES, self.features()) {
+            Ok(admitted) => admitted,
+            Err(resp) => return resp,
         };
-        if self.core.reservation_conflict(&req.nexus, desc.access) {
-            return ScsiResponse::status(ScsiStatus::ReservationConflict);
-        }
         let alloc = cmd.allocation_length();
         let data_out_len = cmd.data_out_length(self.dev.block_size());
         let result = match cmd {
@@ -601,17 +591,7 @@ impl LogicalUnit for DiskUnit {
             DiskCommand::Sbc(c) => self.run(&req, c).await,
             DiskCommand::Copy(c) => self.copies.execute(self, &req, c).await,
         };
-        let mut resp = result.unwrap_or_else(ScsiResponse::check);
-        if let Some(sense) = &resp.sense {
-            tracing::debug!(command = desc.name, ?sense, "check condition");
-        }
-        // Parameter data stops at the allocation length (SPC-4 4.2.5.6):
-        // what lies beyond is not transferred, and is no residual.
-        if let Some(alloc) = alloc {
-            resp.data_in.truncate(alloc as usize);
-        }
-        resp.data_out_len = data_out_len;
-        resp
+        SpcCore::finish(desc.name, result.unwrap_or_else(ScsiResponse::check), alloc, data_out_len)
     }
 
     fn reset(&self, kind: ResetKind, _by: &ItNexus) {

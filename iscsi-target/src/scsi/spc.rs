@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::cdb::{PageControl, SpcCommand};
 use super::lu::{ItNexus, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus};
-use super::opcodes::{Access, Features, OpcodeTable};
+use super::opcodes::{Access, Features, OpDesc, OpcodeTable};
 use super::pr::{PersistentReservations, PrError, PrUnitAttention, ISCSI_PROTOCOL_ID};
 use super::sense::Sense;
 
@@ -229,6 +229,50 @@ impl SpcCore {
     pub fn broadcast_unit_attention(&self, sense: Sense) {
         let mut st = self.lock();
         push_ua(&mut st, |_| true, &sense);
+    }
+
+    /// What every command passes before it runs, whatever the device type:
+    /// a pending unit attention is reported first, the CDB must be one the
+    /// device's table knows, and a reservation held by another nexus must
+    /// allow its access class. `Err` is the response to send instead.
+    pub fn admit<C>(
+        &self,
+        req: &ScsiRequest,
+        table: &OpcodeTable<C>,
+        features: Features,
+    ) -> Result<(&'static OpDesc<C>, C), ScsiResponse> {
+        let opcode = req.cdb.first().copied().unwrap_or(0xFF);
+        if let Some(ua) = self.take_unit_attention(&req.nexus, opcode) {
+            return Err(ScsiResponse::check(ua));
+        }
+        let (desc, cmd) = table.parse(features, &req.cdb).map_err(|sense| {
+            tracing::debug!(opcode, ?sense, "refused CDB");
+            ScsiResponse::check(sense)
+        })?;
+        if self.reservation_conflict(&req.nexus, desc.access) {
+            return Err(ScsiResponse::status(ScsiStatus::ReservationConflict));
+        }
+        Ok((desc, cmd))
+    }
+
+    /// The last step of every command: parameter data stops at the
+    /// allocation length (SPC-4 4.2.5.6; what lies beyond is not transferred
+    /// and is no residual), and the data-out length the CDB called for goes
+    /// to the transport for write residuals.
+    pub fn finish(
+        command: &str,
+        mut resp: ScsiResponse,
+        allocation_length: Option<u32>,
+        data_out_len: Option<u64>,
+    ) -> ScsiResponse {
+        if let Some(sense) = &resp.sense {
+            tracing::debug!(command, ?sense, "check condition");
+        }
+        if let Some(alloc) = allocation_length {
+            resp.data_in.truncate(alloc as usize);
+        }
+        resp.data_out_len = data_out_len;
+        resp
     }
 
     /// Run an SPC command for the device `dev` whose opcode table is `table`.

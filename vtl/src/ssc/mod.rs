@@ -307,34 +307,17 @@ impl SpcDevice for TapeDrive {
 #[async_trait]
 impl LogicalUnit for TapeDrive {
     async fn execute(&self, req: ScsiRequest) -> ScsiResponse {
-        let opcode = req.cdb.first().copied().unwrap_or(0xFF);
-        if let Some(ua) = self.core.take_unit_attention(&req.nexus, opcode) {
-            return ScsiResponse::check(ua);
-        }
-        let (desc, cmd) = match TAPE_OPCODES.parse(Features::default(), &req.cdb) {
-            Ok(parsed) => parsed,
-            Err(sense) => {
-                tracing::debug!(opcode, ?sense, "refused CDB");
-                return ScsiResponse::check(sense);
-            }
+        let (desc, cmd) = match self.core.admit(&req, &TAPE_OPCODES, Features::default()) {
+            Ok(admitted) => admitted,
+            Err(resp) => return resp,
         };
-        if self.core.reservation_conflict(&req.nexus, desc.access) {
-            return ScsiResponse::status(ScsiStatus::ReservationConflict);
-        }
         let alloc = cmd.allocation_length();
         let data_out_len = cmd.data_out_length(self.block_len());
-        let mut resp = match cmd {
+        let resp = match cmd {
             TapeCommand::Spc(c) => self.spc(&req, c).await,
             TapeCommand::Ssc(c) => self.ssc(&req, c).await.unwrap_or_else(ScsiResponse::check),
         };
-        if let Some(sense) = &resp.sense {
-            tracing::debug!(command = desc.name, ?sense, "check condition");
-        }
-        if let Some(alloc) = alloc {
-            resp.data_in.truncate(alloc as usize);
-        }
-        resp.data_out_len = data_out_len;
-        resp
+        SpcCore::finish(desc.name, resp, alloc, data_out_len)
     }
 
     fn reset(&self, kind: ResetKind, _by: &ItNexus) {
