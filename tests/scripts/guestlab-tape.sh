@@ -11,34 +11,9 @@
 #   TAPES: how many tapes to create (default 3); the scenario imports one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-LAB=${GUESTLAB:-../shared/guestlab}
-[ -x "$LAB/run.sh" ] || { echo "guestlab not found at $LAB (set GUESTLAB)" >&2; exit 1; }
 SIZE=${1:-200GiB}
 COUNT=${2:-3}
-
-# The guest runs under qemu-system-x86_64 of the same Debian release as the
-# qemu-utils the tests install.
-if ! command -v qemu-system-x86_64 >/dev/null; then
-  qver=$(apt-cache show qemu-block-extra | awk '/^Version:/ {print $2; exit}')
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades "qemu-system-x86=$qver" >/dev/null
-fi
-"$LAB/build.sh"
-
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -p gateway --bin sgw
-SGW="$CARGO_TARGET_DIR/release/sgw"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ISCSI=$(port); API=$(port)
-DATA=$(mktemp -d)
-"$SGW" serve --data-dir "$DATA" --iscsi-listen "127.0.0.1:$ISCSI" --api-listen "127.0.0.1:$API" \
-  >"$DATA.log" 2>&1 &
-PID=$!
-trap 'kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; rm -rf "$DATA" "$DATA.log" "$DATA.run"' EXIT
-api() { "$SGW" --api "http://127.0.0.1:$API" "$@"; }
-for _ in $(seq 100); do
-  api tape list >/dev/null 2>&1 && break
-  sleep 0.1
-done
+. tests/scripts/guestlab-common.sh
 for i in $(seq "$COUNT"); do
   api tape create --barcode "$(printf 'LAB%03dL6' "$i")" --size "$SIZE"
 done

@@ -1,0 +1,32 @@
+# Sourced by guestlab-disk.sh and guestlab-tape.sh: finds the guest lab,
+# installs the guest's qemu, builds the image and sgw, and starts a scratch
+# sgw on free loopback ports with the extra `serve` flags in the caller's
+# SERVE_ARGS array (if any). Sets LAB,
+# SGW, ISCSI, API, DATA and PID, an EXIT trap that stops sgw by its PID and
+# removes its files, and `api` (the CLI against it).
+LAB=${GUESTLAB:-../shared/guestlab}
+[ -x "$LAB/run.sh" ] || { echo "guestlab not found at $LAB (set GUESTLAB)" >&2; exit 1; }
+
+# The guest runs under qemu-system-x86_64 of the same Debian release as the
+# qemu-utils the tests install.
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  qver=$(apt-cache show qemu-block-extra | awk '/^Version:/ {print $2; exit}')
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades "qemu-system-x86=$qver" >/dev/null
+fi
+"$LAB/build.sh"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build --release -p gateway --bin sgw
+SGW="$CARGO_TARGET_DIR/release/sgw"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ISCSI=$(port); API=$(port)
+DATA=$(mktemp -d)
+"$SGW" serve --data-dir "$DATA" --iscsi-listen "127.0.0.1:$ISCSI" --api-listen "127.0.0.1:$API" ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} \
+  >"$DATA.log" 2>&1 &
+PID=$!
+trap 'kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; rm -rf "$DATA" "$DATA.log" "$DATA.run"' EXIT
+api() { "$SGW" --api "http://127.0.0.1:$API" "$@"; }
+for _ in $(seq 100); do
+  api volume list >/dev/null 2>&1 && break
+  sleep 0.1
+done
