@@ -139,14 +139,7 @@ impl MediaLibrary for FakeLibrary {
 // ---- Rig ----
 
 fn nexus(id: u64) -> Arc<ItNexus> {
-    Arc::new(ItNexus {
-        id,
-        initiator_port: format!("iqn.test:i{id},i,0x00000000000{id}"),
-        initiator_name: format!("iqn.test:i{id}"),
-        isid: [0, 0, 0, 0, 0, id as u8],
-        target_port: "iqn.test:changer,t,0x0001".into(),
-        relative_port: 1,
-    })
+    Arc::new(ItNexus::without_transport(id, "iqn.test:changer"))
 }
 
 /// STK plan with a small library: transport 1, mail slots 10-11, drives

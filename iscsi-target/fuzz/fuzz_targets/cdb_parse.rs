@@ -93,14 +93,7 @@ impl BlockDevice for MemDisk {
 }
 
 fn nexus(id: u64) -> Arc<ItNexus> {
-    Arc::new(ItNexus {
-        id,
-        initiator_port: format!("iqn.i:{id},i,0x80000000000{id}"),
-        initiator_name: format!("iqn.i:{id}"),
-        isid: [0x80, 0, 0, 0, 0, id as u8],
-        target_port: "iqn.t:disk,t,0x0001".into(),
-        relative_port: 1,
-    })
+    Arc::new(ItNexus::without_transport(id, "iqn.t:disk"))
 }
 
 /// The typed-CDB layer alone: pure, for both feature sets.

@@ -25,6 +25,22 @@ pub struct ItNexus {
     pub relative_port: u16,
 }
 
+impl ItNexus {
+    /// A nexus for callers that drive a logical unit without a transport
+    /// (unit tests, fuzzing): initiator `iqn.test:i<id>` with ISID
+    /// `0x00000000000<id>`, on relative port 1 of target `target`.
+    pub fn without_transport(id: u64, target: &str) -> ItNexus {
+        ItNexus {
+            id,
+            initiator_port: format!("iqn.test:i{id},i,0x00000000000{id}"),
+            initiator_name: format!("iqn.test:i{id}"),
+            isid: [0, 0, 0, 0, 0, id as u8],
+            target_port: format!("{target},t,0x0001"),
+            relative_port: 1,
+        }
+    }
+}
+
 /// One SCSI command as the transport delivers it: the whole data-out buffer
 /// has already been collected.
 #[derive(Debug, Clone)]

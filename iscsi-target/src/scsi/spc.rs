@@ -693,14 +693,7 @@ pub(crate) mod testutil {
     use bytes::Bytes;
 
     pub fn nexus(id: u64) -> Arc<ItNexus> {
-        Arc::new(ItNexus {
-            id,
-            initiator_port: format!("iqn.test:i{id},i,0x00000000000{id}"),
-            initiator_name: format!("iqn.test:i{id}"),
-            isid: [0, 0, 0, 0, 0, id as u8],
-            target_port: "iqn.test:t,t,0x0001".into(),
-            relative_port: 1,
-        })
+        Arc::new(ItNexus::without_transport(id, "iqn.test:t"))
     }
 
     pub fn request(nexus: &Arc<ItNexus>, cdb: &[u8], data_out: &[u8]) -> ScsiRequest {

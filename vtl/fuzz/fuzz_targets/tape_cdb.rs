@@ -26,14 +26,7 @@ use vtl::ssc::{lto5_identity, DriveConfig, TapeDrive};
 use vtl::stream::MemTapeStream;
 
 fn nexus(id: u64) -> Arc<ItNexus> {
-    Arc::new(ItNexus {
-        id,
-        initiator_port: format!("iqn.i:{id},i,0x80000000000{id}"),
-        initiator_name: format!("iqn.i:{id}"),
-        isid: [0x80, 0, 0, 0, 0, id as u8],
-        target_port: "iqn.t:tape,t,0x0001".into(),
-        relative_port: 1,
-    })
+    Arc::new(ItNexus::without_transport(id, "iqn.t:tape"))
 }
 
 thread_local! {

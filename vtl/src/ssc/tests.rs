@@ -13,14 +13,7 @@ use crate::media::{LoadedMedium, TapeStream};
 use crate::stream::{FileTapeStream, MemTapeStream};
 
 fn nexus(id: u64) -> Arc<ItNexus> {
-    Arc::new(ItNexus {
-        id,
-        initiator_port: format!("iqn.test:i{id},i,0x00000000000{id}"),
-        initiator_name: format!("iqn.test:i{id}"),
-        isid: [0, 0, 0, 0, 0, id as u8],
-        target_port: "iqn.test:drive,t,0x0001".into(),
-        relative_port: 1,
-    })
+    Arc::new(ItNexus::without_transport(id, "iqn.test:drive"))
 }
 
 fn drive() -> Arc<TapeDrive> {
