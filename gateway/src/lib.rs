@@ -8,4 +8,5 @@ pub mod daemon;
 pub mod metrics;
 pub mod tapes;
 pub mod targets;
+pub mod units;
 pub mod volumes;

@@ -12,6 +12,7 @@ use gateway::cloud::inspect::InspectArgs;
 use gateway::cloud::store::{S3Config, StoreConfig};
 use gateway::config::{Config, ConfigFile};
 use gateway::daemon::RunOptions;
+use gateway::units::{parse_size, size_text};
 use gateway::volumes::{VolumeChap, VolumeInfo, VolumeKind};
 
 #[derive(Parser)]
@@ -149,25 +150,6 @@ enum KindArg {
     Local,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    parse_size::Config::new().with_binary().parse_size(s).map_err(|e| format!("invalid size {s:?}: {e}"))
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn print_table(vols: &[VolumeInfo]) {
     println!("{:<24} {:>12} {:<6} {:<18} {:<6} TARGET", "NAME", "SIZE", "KIND", "STATE", "CHAP");
     for v in vols {
@@ -183,7 +165,7 @@ fn print_table(vols: &[VolumeInfo]) {
             VolumeKind::Cached => "cached",
             VolumeKind::Local => "local",
         };
-        println!("{:<24} {:>12} {:<6} {:<18} {:<6} {}", v.name, human(v.size_bytes), kind, state, chap, v.target_iqn);
+        println!("{:<24} {:>12} {:<6} {:<18} {:<6} {}", v.name, size_text(v.size_bytes), kind, state, chap, v.target_iqn);
     }
 }
 
@@ -269,7 +251,7 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
             };
             let req = CreateVolume { name, size_bytes: size, chap, kind: Some(kind), from_snapshot, from_volume };
             let v = client.create_volume(&req).map_err(|e| e.to_string())?;
-            println!("created {} ({}), target {} LUN {}", v.name, human(v.size_bytes), v.target_iqn, v.lun);
+            println!("created {} ({}), target {} LUN {}", v.name, size_text(v.size_bytes), v.target_iqn, v.lun);
         }
         VolumeCommand::List { json } => {
             let vols = client.list_volumes().map_err(|e| e.to_string())?;
@@ -294,7 +276,7 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
 fn print_snapshots(snaps: &[SnapshotRecord]) {
     println!("{:<22} {:<24} {:>12} CREATED", "ID", "VOLUME", "SIZE");
     for s in snaps {
-        println!("{:<22} {:<24} {:>12} {}", s.id, s.volume_name, human(s.size_bytes), s.created_unix);
+        println!("{:<22} {:<24} {:>12} {}", s.id, s.volume_name, size_text(s.size_bytes), s.created_unix);
     }
 }
 

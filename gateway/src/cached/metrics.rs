@@ -2,7 +2,7 @@
 //! cache hit percent, cache percent dirty and used, read and write bytes
 //! and latency per volume, time since the last recovery point.
 
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct VolumeMetrics {
@@ -76,5 +76,35 @@ impl VolumeMetrics {
         registry.register(Box::new(m.cache_hit_percent.clone()))?;
         registry.register(Box::new(m.queued_writes_bytes.clone()))?;
         Ok(m)
+    }
+}
+
+/// One volume's data-path series, looked up once: a label lookup hashes
+/// and locks, which the I/O path should not do for every command.
+#[derive(Clone)]
+pub struct VolumeSeries {
+    pub read_bytes: IntCounter,
+    pub write_bytes: IntCounter,
+    pub read_seconds: Histogram,
+    pub write_seconds: Histogram,
+    pub cache_hits: IntCounter,
+    pub reads: IntCounter,
+    pub cloud_reads: IntCounter,
+    pub prefetched_chunks: IntCounter,
+}
+
+impl VolumeSeries {
+    pub fn new(m: &VolumeMetrics, volume: &str) -> VolumeSeries {
+        let l = &[volume];
+        VolumeSeries {
+            read_bytes: m.read_bytes.with_label_values(l),
+            write_bytes: m.write_bytes.with_label_values(l),
+            read_seconds: m.read_seconds.with_label_values(l),
+            write_seconds: m.write_seconds.with_label_values(l),
+            cache_hits: m.cache_hits.with_label_values(l),
+            reads: m.reads.with_label_values(l),
+            cloud_reads: m.cloud_reads.with_label_values(l),
+            prefetched_chunks: m.prefetched_chunks.with_label_values(l),
+        }
     }
 }

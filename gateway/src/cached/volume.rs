@@ -24,6 +24,7 @@ use tokio::sync::{Notify, OnceCell, RwLock};
 use super::engine::{ChunkOwner, Engine, JobKind, Uploaded};
 use super::manifest::ManifestRoot;
 use super::map::{ChunkMap, ChunkRef};
+use super::metrics::VolumeSeries;
 use crate::cloud::{ChunkId, Namespace};
 
 /// Logical block size of cached volumes.
@@ -105,6 +106,7 @@ pub struct CachedVolume {
     pub(crate) replaced: Mutex<HashSet<ChunkId>>,
     fetches: Mutex<HashMap<u64, Arc<OnceCell<Result<Bytes, String>>>>>,
     last_read_end: AtomicU64,
+    series: VolumeSeries,
     /// Itself, for tasks (prefetch) that outlive a call.
     me: std::sync::Weak<CachedVolume>,
 }
@@ -154,6 +156,7 @@ impl CachedVolume {
         let sector_size = engine.cache.sector_size();
         let v = Arc::new_cyclic(|me| CachedVolume {
             namespace: family_namespace(identity.family),
+            series: VolumeSeries::new(&engine.metrics, &identity.name),
             identity,
             engine: engine.clone(),
             chunk_size,
@@ -225,7 +228,7 @@ impl CachedVolume {
         let cell = lock(&self.fetches).entry(index).or_insert_with(|| Arc::new(OnceCell::new())).clone();
         let result = cell
             .get_or_init(|| async {
-                self.engine.metrics.cloud_reads.with_label_values(&[self.name()]).inc();
+                self.series.cloud_reads.inc();
                 self.engine.cloud.reader.read_chunk(&self.namespace, &id).await.map_err(|e| e.to_string())
             })
             .await
@@ -327,7 +330,7 @@ impl CachedVolume {
             let v = self.clone();
             tokio::spawn(async move {
                 if let Ok((base, from)) = v.fetch_base_ref(next).await {
-                    v.engine.metrics.prefetched_chunks.with_label_values(&[v.name()]).inc();
+                    v.series.prefetched_chunks.inc();
                     v.fill(next, from, base).await;
                 }
             });
@@ -357,6 +360,13 @@ impl CachedVolume {
         Ok((data, outcome.generation))
     }
 
+    /// Writes map entries to the local map store, durably.
+    async fn persist_map(&self, entries: Vec<(u64, ChunkRef)>) -> io::Result<()> {
+        let maps = self.engine.maps.clone();
+        let volume = self.id();
+        tokio::task::spawn_blocking(move || maps.apply(volume, &entries)).await.map_err(io_err)?.map_err(io_err)
+    }
+
     /// Records completed uploads: the chunk map durably first, then the
     /// cache may consider the chunks clean.
     async fn record(&self, done: &[Uploaded]) -> io::Result<()> {
@@ -370,10 +380,7 @@ impl CachedVolume {
             .map(|u| (u.index, u.cache_generation, u.chunk))
             .collect();
         let entries: Vec<(u64, ChunkRef)> = live.iter().map(|(i, _, r)| (*i, *r)).collect();
-        let maps = self.engine.maps.clone();
-        let volume = self.id();
-        let persist = entries.clone();
-        tokio::task::spawn_blocking(move || maps.apply(volume, &persist)).await.map_err(io_err)?.map_err(io_err)?;
+        self.persist_map(entries.clone()).await?;
         {
             let mut map = lock(&self.map);
             let mut replaced = lock(&self.replaced);
@@ -575,10 +582,7 @@ impl CachedVolume {
         if entries.is_empty() {
             return Ok(());
         }
-        let maps = self.engine.maps.clone();
-        let volume = self.id();
-        let persist = entries.clone();
-        tokio::task::spawn_blocking(move || maps.apply(volume, &persist)).await.map_err(io_err)?.map_err(io_err)?;
+        self.persist_map(entries.clone()).await?;
         let mut map = lock(&self.map);
         let mut replaced = lock(&self.replaced);
         for (index, _) in entries {
@@ -669,13 +673,13 @@ impl BlockDevice for CachedVolume {
             }
             out.freeze()
         };
-        let m = &self.engine.metrics;
-        m.reads.with_label_values(&[self.name()]).inc();
+        let m = &self.series;
+        m.reads.inc();
         if hit {
-            m.cache_hits.with_label_values(&[self.name()]).inc();
+            m.cache_hits.inc();
         }
-        m.read_bytes.with_label_values(&[self.name()]).inc_by(len);
-        m.read_seconds.with_label_values(&[self.name()]).observe(started.elapsed().as_secs_f64());
+        m.read_bytes.inc_by(len);
+        m.read_seconds.observe(started.elapsed().as_secs_f64());
         if sequential || !hit {
             // Not `self: Arc`: the prefetch holds the volume through the
             // engine's registry instead.
@@ -705,9 +709,8 @@ impl BlockDevice for CachedVolume {
             self.engine.cache.flush().await.map_err(cache_err)?;
         }
         self.engine.note_write();
-        let m = &self.engine.metrics;
-        m.write_bytes.with_label_values(&[self.name()]).inc_by(len);
-        m.write_seconds.with_label_values(&[self.name()]).observe(started.elapsed().as_secs_f64());
+        self.series.write_bytes.inc_by(len);
+        self.series.write_seconds.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use super::library::{CreateTapes, LocationKind, TapeInfo, TapeLocation};
 use super::records::Pool;
 use crate::client::Client;
+use crate::units::{parse_size, size_text};
 
 #[derive(Subcommand)]
 pub enum TapeCommand {
@@ -51,26 +52,6 @@ pub enum PoolArg {
     Glacier,
     #[value(name = "DEEP_ARCHIVE")]
     DeepArchive,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    parse_size::Config::new().with_binary().parse_size(s).map_err(|e| format!("invalid size {s:?}: {e}"))
-}
-
-/// Bytes in the largest binary unit that keeps the number at least 1.
-fn size_text(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 fn location(l: &TapeLocation) -> String {
