@@ -12,12 +12,11 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::cloud::aead::Aes256GcmKey;
 use crate::cloud::error::ErrorKind;
 use crate::cloud::layout::Namespace;
 
@@ -105,11 +104,8 @@ impl MasterKey {
         hex::encode(short_id(MASTER_ID_CONTEXT, &self.0))
     }
 
-    fn wrapping_cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&blake3::derive_key(
-            MASTER_WRAP_CONTEXT,
-            &self.0,
-        )))
+    fn wrapping_cipher(&self) -> Aes256GcmKey {
+        Aes256GcmKey::new(&blake3::derive_key(MASTER_WRAP_CONTEXT, &self.0))
     }
 }
 
@@ -178,10 +174,7 @@ impl WrappedDataKey {
         OsRng.fill_bytes(&mut nonce);
         let mut buf = key.0.to_vec();
         let aad = wrap_aad(namespace.as_str(), &key_id);
-        let tag = master
-            .wrapping_cipher()
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut buf)
-            .expect("AES-GCM refuses only plaintexts of many gigabytes, not 32 bytes");
+        let tag = master.wrapping_cipher().seal(&nonce, &aad, &mut buf);
         buf.extend_from_slice(&tag);
         WrappedDataKey {
             format: DATA_KEY_RECORD_FORMAT.to_owned(),
@@ -236,17 +229,13 @@ impl WrappedDataKey {
         hex::decode_to_slice(&self.nonce, &mut nonce).map_err(|_| bad("nonce"))?;
         let mut wrapped = [0u8; 48];
         hex::decode_to_slice(&self.wrapped, &mut wrapped).map_err(|_| bad("wrapped key"))?;
-        let (ciphertext, tag) = wrapped.split_at(32);
         let mut key = [0u8; 32];
-        key.copy_from_slice(ciphertext);
+        let mut tag = [0u8; 16];
+        key.copy_from_slice(&wrapped[..32]);
+        tag.copy_from_slice(&wrapped[32..]);
         master
             .wrapping_cipher()
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                &wrap_aad(namespace.as_str(), &key_id),
-                &mut key,
-                aes_gcm::Tag::from_slice(tag),
-            )
+            .open(&nonce, &wrap_aad(namespace.as_str(), &key_id), &mut key, &tag)
             .map_err(|_| KeyError::UnwrapFailed(namespace.to_string()))?;
         let key = DataKey(key);
         if key.id() != key_id {

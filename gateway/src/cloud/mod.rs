@@ -3,14 +3,15 @@
 //!
 //! - [`store`]: the object-store trait, S3 and the embedded local store;
 //! - [`CloudStore`]: retries, bandwidth schedule and metrics around a store;
-//! - [`chunk`], [`keys`], [`layout`]: chunk format v1, key hierarchy and
-//!   bucket layout (docs/FORMAT.md);
+//! - [`chunk`], [`keys`], [`layout`], [`aead`]: chunk format v1, key
+//!   hierarchy, bucket layout (docs/FORMAT.md) and their cipher;
 //! - [`Keyring`], [`Uploader`], [`ChunkReader`]: data keys, the upload
 //!   pipeline and the read path;
 //! - [`inspect`]: the gateway-less reader behind `sgw inspect`.
 //!
 //! The daemon builds it all from a [`CloudConfig`] with [`CloudLayer::start`].
 
+pub mod aead;
 pub mod bandwidth;
 pub mod chunk;
 mod chunk_reader;

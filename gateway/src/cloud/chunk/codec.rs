@@ -2,14 +2,13 @@
 
 use std::cell::RefCell;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use bytes::Bytes;
 use rand::rngs::OsRng;
 use rand::RngCore;
 
 use super::header::{ChunkHeader, AUTHENTICATED_HEADER_LEN, FLAG_ZSTD, HEADER_LEN, TAG_LEN};
 use super::{ChunkError, ChunkId};
+use crate::cloud::aead::Aes256GcmKey;
 use crate::cloud::keys::{DataKey, CHUNK_ENCRYPTION_CONTEXT, CHUNK_ID_CONTEXT};
 
 /// The largest chunk the format accepts; it bounds what a decoder
@@ -51,7 +50,7 @@ pub enum EncodedChunk {
 pub struct ChunkCodec {
     key_id: [u8; 8],
     id_key: [u8; 32],
-    cipher: Aes256Gcm,
+    cipher: Aes256GcmKey,
     zstd_level: i32,
 }
 
@@ -71,9 +70,7 @@ impl ChunkCodec {
         ChunkCodec {
             key_id: key.id(),
             id_key: key.derive(CHUNK_ID_CONTEXT),
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(
-                &key.derive(CHUNK_ENCRYPTION_CONTEXT),
-            )),
+            cipher: Aes256GcmKey::new(&key.derive(CHUNK_ENCRYPTION_CONTEXT)),
             zstd_level,
         }
     }
@@ -122,14 +119,7 @@ impl ChunkCodec {
         };
         let authenticated = header.authenticated_bytes();
         out[..AUTHENTICATED_HEADER_LEN].copy_from_slice(&authenticated);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                &aad(&id, &authenticated),
-                &mut out[HEADER_LEN..],
-            )
-            .map_err(|_| ChunkError::TooLarge(plain.len()))?;
+        let tag = self.cipher.seal(&nonce, &aad(&id, &authenticated), &mut out[HEADER_LEN..]);
         out.extend_from_slice(&tag);
         let crc = crc32c::crc32c_append(crc32c::crc32c(&authenticated), &out[HEADER_LEN..]);
         out[AUTHENTICATED_HEADER_LEN..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
@@ -171,14 +161,10 @@ impl ChunkCodec {
             return Err(ChunkError::Inconsistent);
         }
         let (body, tag) = object[HEADER_LEN..].split_at(object.len() - HEADER_LEN - TAG_LEN);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| ChunkError::Inconsistent)?;
         let mut payload = body.to_vec();
         self.cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&header.nonce),
-                &aad(id, &header.authenticated_bytes()),
-                &mut payload,
-                Tag::from_slice(tag),
-            )
+            .open(&header.nonce, &aad(id, &header.authenticated_bytes()), &mut payload, tag)
             .map_err(|_| ChunkError::AuthenticationFailed)?;
         let plain = if header.is_compressed() {
             decompress(&payload, plain_len)?
