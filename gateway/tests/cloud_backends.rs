@@ -535,7 +535,7 @@ async fn uploader_applies_back_pressure() {
         max_queued_bytes: 3 << 20,
         ..UploaderConfig::default()
     };
-    let (uploader, mut completions) = Uploader::start(&config, store.clone(), keyring);
+    let (uploader, mut completions) = Uploader::start(&config, store.clone(), keyring).expect("encoder threads");
     let namespace = Namespace::new("vol-1").unwrap();
     let job = |i: u64| UploadJob {
         namespace: namespace.clone(),

@@ -75,7 +75,8 @@ async fn upload(
         &UploaderConfig::default(),
         store.clone(),
         keyring(store, master),
-    );
+    )
+    .expect("encoder threads");
     for (index, data) in chunks.iter().enumerate() {
         let job = UploadJob {
             namespace: namespace.clone(),

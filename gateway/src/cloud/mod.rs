@@ -76,6 +76,8 @@ pub enum SetupError {
     Metrics(#[from] prometheus::Error),
     #[error("object store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot start the chunk encoder threads: {0}")]
+    Encoders(#[from] rayon::ThreadPoolBuildError),
 }
 
 /// The running cloud layer, as the daemon holds it.
@@ -115,7 +117,7 @@ impl CloudLayer {
         ));
         let reader = ChunkReader::new(shared, keyring.clone());
         let (uploader, completions) =
-            Uploader::start(&config.uploader, store.clone(), keyring.clone());
+            Uploader::start(&config.uploader, store.clone(), keyring.clone())?;
         Ok((
             CloudLayer {
                 store,

@@ -3,9 +3,17 @@
 //! Callers (the local cache) submit typed jobs and receive one completion
 //! per job. Memory is bounded by the bytes accepted but not yet stored:
 //! `submit` waits when the budget is spent, which is the back-pressure the
-//! cache needs instead of dropping data. CPU work runs on tokio's blocking
-//! pool, at most `encode_threads` chunks at once, so the async I/O threads
-//! (and the iSCSI sessions on them) never wait for zstd or AES.
+//! cache needs instead of dropping data. CPU work runs on the uploader's own
+//! encoder threads, at most `encode_threads` chunks at once, so the async
+//! I/O threads (and the iSCSI sessions on them) never wait for zstd or AES.
+//!
+//! The encoder threads run at a lower priority (nice [`ENCODER_NICENESS`]):
+//! uploads are background work, and on a small appliance they shared the
+//! cores with the backup job that made them. A tape read straight after a
+//! write lost a third of its throughput to the uploads of that write. At a
+//! lower priority the uploads take the cores the foreground leaves idle and
+//! still all of them when it waits, as writers do once the cache's dirty
+//! share reaches its limit.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -147,6 +155,7 @@ struct Shared {
     metrics: CloudMetrics,
     probe_before_put: bool,
     cpu: Semaphore,
+    encoders: rayon::ThreadPool,
     in_flight: Mutex<HashMap<ObjectKey, Waiters>>,
     recent: Mutex<RecentIds>,
     completions: mpsc::Sender<UploadCompletion>,
@@ -174,11 +183,12 @@ impl Uploader {
         config: &UploaderConfig,
         store: CloudStore,
         keyring: Arc<Keyring>,
-    ) -> (Uploader, mpsc::Receiver<UploadCompletion>) {
+    ) -> Result<(Uploader, mpsc::Receiver<UploadCompletion>), rayon::ThreadPoolBuildError> {
         let encode_threads = match config.encode_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let encoders = encoder_pool(encode_threads)?;
         let budget_max = u32::try_from(config.max_queued_bytes.max(1)).unwrap_or(u32::MAX);
         let concurrency = config.upload_concurrency.max(1);
         let (completions, completion_rx) = mpsc::channel(1024);
@@ -189,6 +199,7 @@ impl Uploader {
             metrics: metrics.clone(),
             probe_before_put: config.probe_before_put,
             cpu: Semaphore::new(encode_threads),
+            encoders,
             in_flight: Mutex::new(HashMap::new()),
             recent: Mutex::new(RecentIds {
                 set: HashSet::new(),
@@ -210,7 +221,7 @@ impl Uploader {
             metrics,
             workers,
         };
-        (uploader, completion_rx)
+        Ok((uploader, completion_rx))
     }
 
     /// Queues a job, waiting while the queued-bytes budget is spent.
@@ -371,10 +382,39 @@ async fn encode(
         .acquire()
         .await
         .map_err(|e| CloudError::Worker(e.to_string()))?;
-    let encoded = tokio::task::spawn_blocking(move || codec.encode(&data))
+    let (done, encoded) = oneshot::channel();
+    shared.encoders.spawn(move || {
+        let _ = done.send(codec.encode(&data));
+    });
+    let encoded = encoded
         .await
-        .map_err(|e| CloudError::Worker(e.to_string()))?;
+        .map_err(|_| CloudError::Worker("an encoder thread failed".into()))?;
     Ok(encoded?)
+}
+
+/// How much lower than the daemon's the encoder threads' priority is.
+pub const ENCODER_NICENESS: i32 = 10;
+
+fn encoder_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("sgw-encode-{i}"))
+        .start_handler(|_| lower_this_threads_priority())
+        // A panicking job drops its sender, so its upload fails as a
+        // worker error; the default would abort the daemon.
+        .panic_handler(|_| tracing::error!("a chunk encoder panicked"))
+        .build()
+}
+
+fn lower_this_threads_priority() {
+    // On Linux the nice value belongs to the thread; `who = 0` is the
+    // calling thread. Raising it needs no privilege; failing leaves the
+    // thread at the normal priority, which costs only foreground speed.
+    // SAFETY: a plain syscall on the calling thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, ENCODER_NICENESS) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "encoder priority unchanged");
+    }
 }
 
 /// PUTs one chunk object (content-addressed, so repeating it is harmless);
