@@ -98,6 +98,9 @@ pub struct CreateVolume {
     pub from_snapshot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_volume: Option<String>,
+    /// Present the volume as a removable-cartridge disk (RDX style).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removable: bool,
 }
 
 /// The body of `POST /api/v1/snapshots`.
@@ -186,6 +189,7 @@ async fn create_volume(
             chap: req.chap,
             kind: req.kind.unwrap_or(VolumeKind::Cached),
             source,
+            removable: req.removable,
         })
         .await?;
     tracing::info!(volume = %info.name, size = info.size_bytes, kind = ?info.kind, "volume created");

@@ -132,6 +132,10 @@ enum VolumeCommand {
         mutual_user: Option<String>,
         #[arg(long, requires = "mutual_user")]
         mutual_secret: Option<String>,
+        /// Present the volume as a removable-cartridge disk (RDX style):
+        /// backup software may lock the medium in and eject it.
+        #[arg(long)]
+        removable: bool,
     },
     /// List volumes.
     List {
@@ -240,6 +244,7 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
             chap_secret,
             mutual_user,
             mutual_secret,
+            removable,
         } => {
             let chap = match (chap_user, chap_secret) {
                 (Some(user), Some(secret)) => Some(VolumeChap { user, secret, mutual_user, mutual_secret }),
@@ -249,7 +254,8 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
                 KindArg::Cached => VolumeKind::Cached,
                 KindArg::Local => VolumeKind::Local,
             };
-            let req = CreateVolume { name, size_bytes: size, chap, kind: Some(kind), from_snapshot, from_volume };
+            let req =
+                CreateVolume { name, size_bytes: size, chap, kind: Some(kind), from_snapshot, from_volume, removable };
             let v = client.create_volume(&req).map_err(|e| e.to_string())?;
             println!("created {} ({}), target {} LUN {}", v.name, size_text(v.size_bytes), v.target_iqn, v.lun);
         }

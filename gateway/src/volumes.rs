@@ -72,6 +72,11 @@ pub struct VolumeRecord {
     /// What the volume was cloned from, for the admin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The LU reports a removable medium: backup software that rotates
+    /// removable cartridges (RDX) may lock it in and eject it. An ejected
+    /// medium is loaded again by START STOP UNIT or a gateway restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removable: bool,
 }
 
 /// Volume states, named as AWS Storage Gateway names them.
@@ -100,6 +105,8 @@ pub struct VolumeInfo {
     pub kind: VolumeKind,
     pub chap_enabled: bool,
     pub mutual_chap_enabled: bool,
+    #[serde(default)]
+    pub removable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Seconds since the last recovery point (cached volumes that have one).
@@ -123,6 +130,7 @@ pub struct NewVolume {
     pub chap: Option<VolumeChap>,
     pub kind: VolumeKind,
     pub source: Option<CloneSource>,
+    pub removable: bool,
 }
 
 /// What can go wrong managing volumes; the API maps each to a status code.
@@ -321,6 +329,7 @@ impl VolumeManager {
             serial: format!("{:016x}", r.id),
             naa_id: r.id,
             write_protected: false,
+            removable: r.removable,
         };
         let lu: Arc<dyn LogicalUnit> = Arc::new(DiskUnit::new(device.clone(), identity));
         let chap = r.chap.as_ref().map(|c| ChapConfig {
@@ -429,6 +438,7 @@ impl VolumeManager {
             kind: req.kind,
             family: (req.kind == VolumeKind::Cached).then_some(family),
             source,
+            removable: req.removable,
         };
         let volume = self.build(record, Some(content)).await?;
         let info = {
@@ -482,6 +492,7 @@ impl VolumeManager {
                 kind: req.kind,
                 chap_enabled: req.chap.is_some(),
                 mutual_chap_enabled: req.chap.as_ref().is_some_and(|c| c.mutual_user.is_some()),
+                removable: req.removable,
                 source: None,
                 recovery_point_age_secs: None,
             });
@@ -522,6 +533,7 @@ impl VolumeManager {
             kind: r.kind,
             chap_enabled: r.chap.is_some(),
             mutual_chap_enabled: r.chap.as_ref().is_some_and(|c| c.mutual_user.is_some()),
+            removable: r.removable,
             source: r.source.clone(),
             recovery_point_age_secs: v.cached.as_ref().and_then(|c| c.last_recovery_point()).and_then(|rp| {
                 std::time::SystemTime::now().duration_since(rp.at).ok().map(|d| d.as_secs())
@@ -579,6 +591,8 @@ impl VolumeManager {
                 kind: VolumeKind::Cached,
                 family: Some(cv.family),
                 source: Some("recovered".into()),
+                // The catalog records content, not how the LU presents it.
+                removable: false,
             };
             let volume = self.build(record, None).await?;
             let mut vols = self.write();
@@ -612,7 +626,7 @@ mod tests {
     use super::*;
 
     fn local(name: &str, size: u64, chap: Option<VolumeChap>) -> NewVolume {
-        NewVolume { name: name.into(), size_bytes: size, chap, kind: VolumeKind::Local, source: None }
+        NewVolume { name: name.into(), size_bytes: size, chap, kind: VolumeKind::Local, source: None, removable: false }
     }
 
     #[tokio::test]

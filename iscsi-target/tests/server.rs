@@ -44,6 +44,7 @@ async fn start(config: ServerConfig) -> Harness {
         serial: "1".into(),
         naa_id: 1,
         write_protected: false,
+        removable: false,
     };
     let lu: Arc<dyn LogicalUnit> = Arc::new(DiskUnit::new(dev, identity));
     let target = Target { name: IQN.into(), alias: None, chap: None, luns: BTreeMap::from([(0, lu)]) };

@@ -9,9 +9,20 @@ use std::time::Duration;
 use sgw_tests::libiscsi::{count, run_suite, Outcome};
 use sgw_tests::{have_tool, Gateway};
 
-/// 230 tests less the 26 a fixed, writable, thin disk cannot run (see the
-/// README of this test).
+/// 230 tests less the 26 a fixed, writable, thin disk cannot run in one
+/// invocation of `iscsi-test-cu -d -t ALL`:
+/// - Sanitize (11) runs only with `--allow-sanitize`;
+/// - PreventAllow (8) and StartStopUnit.Simple need a removable medium;
+/// - ReadOnly.ReadOnlySBC needs a write-protected unit, which would fail
+///   every write test of the same run;
+/// - five tests need several logical blocks per physical block (LBPPB);
+///   with 4 KiB physical blocks they pass, and GetLBAStatus.UnmapSingle
+///   then fails on libiscsi 1.19's own arithmetic (it expects the
+///   descriptor for LBA i+1 to start at i+LBPPB, past the LBA asked for).
 const MIN_PASSED: usize = 204;
+
+/// A removable volume runs the removable-medium tests too.
+const MIN_PASSED_REMOVABLE: usize = MIN_PASSED + 9;
 
 fn known_failures() -> Vec<String> {
     include_str!("../conformance/known-failures.txt")
@@ -34,6 +45,21 @@ fn libiscsi_conformance_suite_on_a_local_volume() {
     let gw = Gateway::start();
     let iqn = gw.create_volume_json(serde_json::json!({"name": "conformance", "size_bytes": 128 << 20, "kind": "local"}));
     suite(&gw, &iqn, MIN_PASSED);
+}
+
+/// The same on a volume that presents a removable medium (RDX style):
+/// PREVENT ALLOW MEDIUM REMOVAL, eject and load, and MEDIUM NOT PRESENT
+/// while the medium is out.
+#[test]
+fn libiscsi_conformance_suite_on_a_removable_volume() {
+    if !have_tool("iscsi-test-cu") {
+        return;
+    }
+    let gw = Gateway::start();
+    let iqn = gw.create_volume_json(
+        serde_json::json!({"name": "removable", "size_bytes": 128 << 20, "kind": "local", "removable": true}),
+    );
+    suite(&gw, &iqn, MIN_PASSED_REMOVABLE);
 }
 
 /// The whole suite on a cached volume whose cache (16 MiB) is far smaller

@@ -87,6 +87,7 @@ impl Personality {
             serial,
             naa_id,
             write_protected: false,
+            removable: false,
         }
     }
 }

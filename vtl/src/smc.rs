@@ -22,7 +22,6 @@
 //! allows removal, or after its session ends or a reset). The application's
 //! own moves are not affected.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -36,7 +35,7 @@ use iscsi_target::scsi::{
 use crate::layout::{ElementType, Layout};
 use crate::library::{ElementError, ElementMap, Movement, Role};
 use crate::media::{DataTransferElement, MediaLibrary, TapeStoreError};
-use crate::smc_cdb::{ChangerCommand, SmcCommand, StatusRequest, CHANGER_OPCODES};
+use crate::smc_cdb::{ChangerCommand, SmcCommand, StatusRequest, CHANGER_FEATURES, CHANGER_OPCODES};
 use crate::smc_pages::{changer_mode_pages, log_page};
 use crate::smc_sense::{
     element_error_sense, invalid_element_address, invalid_element_address_at, IMPORT_OR_EXPORT_ELEMENT_ACCESSED,
@@ -69,8 +68,6 @@ pub struct MediaChanger {
     media: Arc<dyn MediaLibrary>,
     /// Held for the whole of a change, drive and store calls included.
     elements: tokio::sync::Mutex<ElementMap>,
-    /// I_T nexuses (by id) that hold PREVENT MEDIUM REMOVAL.
-    preventing: parking_lot::Mutex<HashSet<u64>>,
 }
 
 impl MediaChanger {
@@ -97,7 +94,6 @@ impl MediaChanger {
             drives,
             media,
             elements: tokio::sync::Mutex::new(map),
-            preventing: parking_lot::Mutex::new(HashSet::new()),
         };
         changer.reload_drives().await?;
         Ok(changer)
@@ -118,7 +114,7 @@ impl MediaChanger {
 
     /// Whether the application currently prevents medium removal.
     pub fn removal_prevented(&self) -> bool {
-        !self.preventing.lock().is_empty()
+        self.core.removal_prevented()
     }
 
     /// The gateway puts a new or retrieved tape into a free import/export
@@ -310,7 +306,7 @@ impl MediaChanger {
         Ok(())
     }
 
-    async fn run(&self, req: &ScsiRequest, cmd: SmcCommand) -> Result<ScsiResponse, Sense> {
+    async fn run(&self, cmd: SmcCommand) -> Result<ScsiResponse, Sense> {
         match cmd {
             SmcCommand::ReadElementStatus(r) => self.read_element_status(&r).await,
             SmcCommand::MoveMedium { transport, source, destination } => {
@@ -333,15 +329,6 @@ impl MediaChanger {
                 self.check_transport(transport)?;
                 if self.layout.element_type(destination).is_none() {
                     return Err(invalid_element_address_at(4));
-                }
-                Ok(ScsiResponse::good())
-            }
-            SmcCommand::PreventAllowMediumRemoval { prevent } => {
-                let mut preventing = self.preventing.lock();
-                if prevent {
-                    preventing.insert(req.nexus.id);
-                } else {
-                    preventing.remove(&req.nexus.id);
                 }
                 Ok(ScsiResponse::good())
             }
@@ -369,6 +356,10 @@ impl SpcDevice for MediaChanger {
         0
     }
 
+    fn features(&self) -> Features {
+        CHANGER_FEATURES
+    }
+
     fn block_descriptor(&self) -> Option<BlockDescriptor> {
         None
     }
@@ -377,7 +368,7 @@ impl SpcDevice for MediaChanger {
 #[async_trait]
 impl LogicalUnit for MediaChanger {
     async fn execute(&self, req: ScsiRequest) -> ScsiResponse {
-        let (desc, cmd) = match self.core.admit(&req, &CHANGER_OPCODES, Features::default()) {
+        let (desc, cmd) = match self.core.admit(&req, &CHANGER_OPCODES, CHANGER_FEATURES) {
             Ok(admitted) => admitted,
             Err(resp) => return resp,
         };
@@ -385,25 +376,21 @@ impl LogicalUnit for MediaChanger {
         let data_out_len = cmd.data_out_length();
         let result = match cmd {
             ChangerCommand::Spc(c) => Ok(self.core.execute(self, &req, c, &CHANGER_OPCODES)),
-            ChangerCommand::Smc(c) => self.run(&req, c).await,
+            ChangerCommand::Smc(c) => self.run(c).await,
         };
         SpcCore::finish(desc.name, result.unwrap_or_else(ScsiResponse::check), alloc, data_out_len)
     }
 
-    /// A reset ends every PREVENT MEDIUM REMOVAL (SPC-4 6.13).
     fn reset(&self, kind: ResetKind, _by: &ItNexus) {
         self.core.reset(kind);
-        self.preventing.lock().clear();
     }
 
     fn tasks_aborted(&self, by: &ItNexus, all_nexuses: bool) {
         self.core.tasks_aborted(by, all_nexuses);
     }
 
-    /// A nexus that goes away takes its PREVENT MEDIUM REMOVAL with it.
     fn nexus_lost(&self, nexus: &ItNexus) {
         self.core.nexus_lost(nexus);
-        self.preventing.lock().remove(&nexus.id);
     }
 }
 

@@ -7,7 +7,9 @@
 //! only.
 
 use iscsi_target::scsi::cdb::{Cdb, SpcCommand};
-use iscsi_target::scsi::opcodes::{pr_opcodes, spc_opcodes, Access, Feature, OpDesc, OpcodeTable};
+use iscsi_target::scsi::opcodes::{
+    pr_opcodes, removal_opcodes, spc_opcodes, Access, Feature, Features, OpDesc, OpcodeTable,
+};
 use iscsi_target::scsi::Sense;
 
 use crate::layout::ElementType;
@@ -35,9 +37,6 @@ pub enum SmcCommand {
     PositionToElement {
         transport: u16,
         destination: u16,
-    },
-    PreventAllowMediumRemoval {
-        prevent: bool,
     },
     LogSense {
         page: u8,
@@ -153,15 +152,6 @@ fn position_to_element(c: Cdb<'_>) -> Result<ChangerCommand, Sense> {
     Ok(SmcCommand::PositionToElement { transport: c.be(2, 2) as u16, destination: c.be(4, 2) as u16 }.into())
 }
 
-/// SMC-3 defines PREVENT 00b (allow) and 01b (prevent); 1xb are reserved.
-fn prevent_allow_medium_removal(c: Cdb<'_>) -> Result<ChangerCommand, Sense> {
-    match c.byte(4) & 0x03 {
-        0 => Ok(SmcCommand::PreventAllowMediumRemoval { prevent: false }.into()),
-        1 => Ok(SmcCommand::PreventAllowMediumRemoval { prevent: true }.into()),
-        _ => Err(Sense::invalid_cdb_field(4, Some(1))),
-    }
-}
-
 /// The page control (byte 2 bits 7-6) is accepted and ignored: every
 /// counter of ours is zero whichever values are asked for.
 fn log_sense(c: Cdb<'_>) -> Result<ChangerCommand, Sense> {
@@ -180,6 +170,7 @@ fn log_sense(c: Cdb<'_>) -> Result<ChangerCommand, Sense> {
 
 static CHANGER_SPC: [OpDesc<ChangerCommand>; 13] = spc_opcodes::<ChangerCommand>();
 static CHANGER_PR: [OpDesc<ChangerCommand>; 2] = pr_opcodes::<ChangerCommand>();
+static CHANGER_REMOVAL: [OpDesc<ChangerCommand>; 1] = removal_opcodes::<ChangerCommand>();
 
 /// The changer's own commands, one line each so that the table reads as
 /// one. Element moves conflict with every reservation held elsewhere;
@@ -189,7 +180,6 @@ static CHANGER_SMC: &[OpDesc<ChangerCommand>] = {
     use Access::*;
     &[
         OpDesc { opcode: 0x07, service_action: None, name: "INITIALIZE ELEMENT STATUS", usage: &[0x07, 0, 0, 0, 0, 0], access: Write, parse: initialize_element_status, feature: Feature::Base },
-        OpDesc { opcode: 0x1E, service_action: None, name: "PREVENT ALLOW MEDIUM REMOVAL", usage: &[0x1E, 0, 0, 0, 0x03, 0], access: Read, parse: prevent_allow_medium_removal, feature: Feature::Base },
         OpDesc { opcode: 0x2B, service_action: None, name: "POSITION TO ELEMENT", usage: &[0x2B, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0], access: Write, parse: position_to_element, feature: Feature::Base },
         OpDesc { opcode: 0x37, service_action: None, name: "INITIALIZE ELEMENT STATUS WITH RANGE", usage: &[0x37, 0x03, 0xFF, 0xFF, 0, 0, 0xFF, 0xFF, 0, 0], access: Write, parse: initialize_element_status_with_range, feature: Feature::Base },
         OpDesc { opcode: 0x4D, service_action: None, name: "LOG SENSE", usage: &[0x4D, 0x01, 0xFF, 0xFF, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0], access: Unrestricted, parse: log_sense, feature: Feature::Base },
@@ -200,16 +190,18 @@ static CHANGER_SMC: &[OpDesc<ChangerCommand>] = {
 };
 
 /// Every command the changer logical unit accepts.
+/// A changer's optional commands: its import/export door can be locked.
+pub const CHANGER_FEATURES: Features = Features { atomic_write: false, removable_medium: true };
+
 pub static CHANGER_OPCODES: OpcodeTable<ChangerCommand> =
-    OpcodeTable { groups: &[&CHANGER_SPC, &CHANGER_PR, CHANGER_SMC] };
+    OpcodeTable { groups: &[&CHANGER_SPC, &CHANGER_PR, &CHANGER_REMOVAL, CHANGER_SMC] };
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use iscsi_target::scsi::opcodes::Features;
 
     fn parse(cdb: &[u8]) -> Result<ChangerCommand, Sense> {
-        CHANGER_OPCODES.parse(Features::default(), cdb).map(|(_, c)| c)
+        CHANGER_OPCODES.parse(CHANGER_FEATURES, cdb).map(|(_, c)| c)
     }
 
     #[test]
@@ -260,8 +252,8 @@ mod tests {
 
     #[test]
     fn prevent_and_log_sense() {
-        assert_eq!(parse(&[0x1E, 0, 0, 0, 1, 0]), Ok(SmcCommand::PreventAllowMediumRemoval { prevent: true }.into()));
-        assert_eq!(parse(&[0x1E, 0, 0, 0, 0, 0]), Ok(SmcCommand::PreventAllowMediumRemoval { prevent: false }.into()));
+        assert_eq!(parse(&[0x1E, 0, 0, 0, 1, 0]), Ok(SpcCommand::PreventAllowMediumRemoval { prevent: true }.into()));
+        assert_eq!(parse(&[0x1E, 0, 0, 0, 0, 0]), Ok(SpcCommand::PreventAllowMediumRemoval { prevent: false }.into()));
         assert_eq!(parse(&[0x1E, 0, 0, 0, 2, 0]), Err(Sense::invalid_cdb_field(4, Some(1))));
         let log = [0x4D, 0, 0x6E, 0, 0, 0, 0x10, 0x01, 0x00, 0];
         assert_eq!(parse(&log), Ok(SmcCommand::LogSense { page: 0x2E, subpage: 0, pointer: 0x10, alloc: 256 }.into()));

@@ -5,9 +5,10 @@
 //! EXTENDED COPY, COMPARE AND WRITE...).
 //!
 //! Input: one configuration byte (bit 0: 4096-byte blocks, bit 1: atomic
-//! writes, bit 2: write protected), then up to eight commands, each a
-//! header byte (bits 0-4: CDB length, bit 5: which of two nexuses sends
-//! it), a big-endian u16 data-out length, the CDB and the data-out.
+//! writes, bit 2: write protected, bit 3: removable medium), then up to
+//! eight commands, each a header byte (bits 0-4: CDB length, bit 5: which
+//! of two nexuses sends it), a big-endian u16 data-out length, the CDB and
+//! the data-out.
 
 #![no_main]
 
@@ -98,7 +99,7 @@ fn nexus(id: u64) -> Arc<ItNexus> {
 
 /// The typed-CDB layer alone: pure, for both feature sets.
 fn parse_only(cdb: &[u8]) {
-    for features in [Features::default(), Features { atomic_write: true }] {
+    for features in [Features::default(), Features::ALL] {
         let looked_up = DISK_OPCODES.lookup(features, cdb);
         match DISK_OPCODES.parse(features, cdb) {
             Ok((desc, cmd)) => {
@@ -149,6 +150,7 @@ fuzz_target!(|input: &[u8]| {
         serial: "vol-0001".into(),
         naa_id: 0x1234_5678_9ABC_DEF0,
         write_protected: config & 4 != 0,
+        removable: config & 8 != 0,
     };
     let unit = DiskUnit::new(dev, identity);
     let nexuses = [nexus(1), nexus(2)];

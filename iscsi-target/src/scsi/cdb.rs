@@ -138,6 +138,11 @@ pub enum SpcCommand {
         sa: u16,
         alloc: u32,
     },
+    /// Removable media only: while any I_T nexus prevents removal, the
+    /// medium stays in (SPC-4 6.13, SBC-3 5.13, SSC-3, SMC-3).
+    PreventAllowMediumRemoval {
+        prevent: bool,
+    },
 }
 
 /// Third-party copy commands (SPC-4 6.4, 6.27), run by a device's copy
@@ -176,7 +181,9 @@ pub enum SbcCommand {
     ReadCapacity10,
     ReadCapacity16 { alloc: u32 },
     GetLbaStatus { lba: Lba, alloc: u32 },
-    StartStopUnit { start: bool, power_condition: u8 },
+    /// `loej`: load (with `start`) or eject the medium; only when
+    /// `power_condition` is 0 (SBC-3 5.25).
+    StartStopUnit { start: bool, loej: bool, power_condition: u8 },
     ReadDefectData { twelve: bool, req_plist: bool, req_glist: bool, format: u8, alloc: u32 },
 }
 
@@ -360,6 +367,16 @@ pub fn release<C: From<SpcCommand>>(_: Cdb<'_>) -> Result<C, Sense> {
     Ok(SpcCommand::Release.into())
 }
 
+/// PREVENT 00b allows and 01b prevents removal; 1xb are obsolete (disks,
+/// tapes) or reserved (changers).
+pub fn prevent_allow_medium_removal<C: From<SpcCommand>>(c: Cdb<'_>) -> Result<C, Sense> {
+    match c.byte(4) & 0x03 {
+        0 => Ok(SpcCommand::PreventAllowMediumRemoval { prevent: false }.into()),
+        1 => Ok(SpcCommand::PreventAllowMediumRemoval { prevent: true }.into()),
+        _ => Err(Sense::invalid_cdb_field(4, Some(1))),
+    }
+}
+
 pub fn persistent_reserve_in<C: From<SpcCommand>>(c: Cdb<'_>) -> Result<C, Sense> {
     let action = match c.service_action() {
         0 => PrInAction::ReadKeys,
@@ -541,18 +558,12 @@ pub fn get_lba_status(c: Cdb<'_>) -> Result<DiskCommand, Sense> {
 }
 
 pub fn start_stop_unit(c: Cdb<'_>) -> Result<DiskCommand, Sense> {
+    // A virtual disk has no power states, so every power condition is
+    // accepted and changes nothing. That includes the codes SBC-3 leaves
+    // reserved: initiators (libiscsi's suite among them) send all sixteen
+    // and expect the medium to stay ready.
     let power_condition = c.byte(4) >> 4;
-    // A virtual disk has no power states: the named conditions (START_VALID,
-    // ACTIVE, IDLE, STANDBY, LU_CONTROL, FORCE_*) are accepted and have no
-    // effect; the reserved codes are refused.
-    if matches!(power_condition, 0x4 | 0x6 | 0x8..=0x9 | 0xC..=0xF) {
-        return Err(Sense::invalid_cdb_field(4, Some(7)));
-    }
-    // The medium is not removable: there is nothing to load or eject.
-    if c.bit(4, 1) {
-        return Err(Sense::invalid_cdb_field(4, Some(1)));
-    }
-    Ok(SbcCommand::StartStopUnit { start: c.bit(4, 0), power_condition }.into())
+    Ok(SbcCommand::StartStopUnit { start: c.bit(4, 0), loej: c.bit(4, 1), power_condition }.into())
 }
 
 pub fn read_defect_data(c: Cdb<'_>) -> Result<DiskCommand, Sense> {

@@ -32,19 +32,26 @@ pub enum Feature {
     Base,
     /// WRITE ATOMIC: the storage makes multi-block writes crash-atomic.
     AtomicWrite,
+    /// PREVENT ALLOW MEDIUM REMOVAL: the medium can be removed.
+    RemovableMedium,
 }
 
 /// The optional features one logical unit has.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Features {
     pub atomic_write: bool,
+    pub removable_medium: bool,
 }
 
 impl Features {
+    /// Every feature: what the table lists at most.
+    pub const ALL: Features = Features { atomic_write: true, removable_medium: true };
+
     pub fn has(&self, f: Feature) -> bool {
         match f {
             Feature::Base => true,
             Feature::AtomicWrite => self.atomic_write,
+            Feature::RemovableMedium => self.removable_medium,
         }
     }
 }
@@ -107,8 +114,7 @@ impl<C> OpcodeTable<C> {
 
     /// Every distinct opcode in the table.
     pub fn opcodes(&self) -> Vec<u8> {
-        let all = Features { atomic_write: true };
-        let mut v: Vec<u8> = self.entries(all).map(|d| d.opcode).collect();
+        let mut v: Vec<u8> = self.entries(Features::ALL).map(|d| d.opcode).collect();
         v.sort_unstable();
         v.dedup();
         v
@@ -342,13 +348,28 @@ pub const fn pr_opcodes<C: From<SpcCommand>>() -> [OpDesc<C>; 2] {
     ]
 }
 
+/// PREVENT ALLOW MEDIUM REMOVAL, which the SPC core runs for device types
+/// with removable media.
+pub const fn removal_opcodes<C: From<SpcCommand>>() -> [OpDesc<C>; 1] {
+    [OpDesc {
+        opcode: 0x1E,
+        service_action: None,
+        name: "PREVENT ALLOW MEDIUM REMOVAL",
+        usage: &[0x1E, 0, 0, 0, 0x03, 0],
+        access: Access::Read,
+        parse: cdb::prevent_allow_medium_removal::<C>,
+        feature: Feature::RemovableMedium,
+    }]
+}
+
 static DISK_SPC: [OpDesc<DiskCommand>; 13] = spc_opcodes::<DiskCommand>();
 static DISK_PR: [OpDesc<DiskCommand>; 2] = pr_opcodes::<DiskCommand>();
+static DISK_REMOVAL: [OpDesc<DiskCommand>; 1] = removal_opcodes::<DiskCommand>();
 
 /// SBC-3 commands and the third-party copy commands of the disk, one line
 /// each so that the table reads as one.
 #[rustfmt::skip]
-static DISK_SBC: &[OpDesc<DiskCommand>] = {
+pub(crate) static DISK_SBC: &[OpDesc<DiskCommand>] = {
     use Access::*;
     &[
         OpDesc { opcode: 0x08, service_action: None, name: "READ(6)", usage: &[0x08, 0x1F, 0xFF, 0xFF, 0xFF, 0], access: Read, parse: cdb::read6, feature: Feature::Base },
@@ -388,7 +409,7 @@ static DISK_SBC: &[OpDesc<DiskCommand>] = {
 };
 
 /// Every command a disk logical unit accepts.
-pub static DISK_OPCODES: OpcodeTable<DiskCommand> = OpcodeTable { groups: &[&DISK_SPC, &DISK_PR, DISK_SBC] };
+pub static DISK_OPCODES: OpcodeTable<DiskCommand> = OpcodeTable { groups: &[&DISK_SPC, &DISK_PR, &DISK_REMOVAL, DISK_SBC] };
 
 #[cfg(test)]
 mod tests {
@@ -397,7 +418,7 @@ mod tests {
     #[test]
     fn usage_data_starts_with_opcode_and_names_are_unique() {
         let mut seen = std::collections::HashSet::new();
-        for d in DISK_OPCODES.entries(Features { atomic_write: true }) {
+        for d in DISK_OPCODES.entries(Features::ALL) {
             assert_eq!(d.usage.first(), Some(&d.opcode), "{}", d.name);
             assert!(matches!(d.usage.len(), 6 | 10 | 12 | 16), "{}", d.name);
             assert!(seen.insert((d.opcode, d.service_action)), "duplicate {}", d.name);
@@ -410,6 +431,7 @@ mod tests {
         let all = DISK_OPCODES.report_supported(f, true, ReportingOptions::All, 0, 0).unwrap();
         let n = DISK_OPCODES.entries(f).count();
         assert!(DISK_OPCODES.entries(f).all(|d| d.opcode != 0x9C), "no WRITE ATOMIC without the feature");
+        assert!(DISK_OPCODES.entries(f).all(|d| d.opcode != 0x1E), "no PREVENT ALLOW on a fixed disk");
         assert_eq!(all.len(), 4 + n * 20);
         let one = DISK_OPCODES.report_supported(f, false, ReportingOptions::Opcode, 0x28, 0).unwrap();
         assert_eq!(&one[..4], &[0, 3, 0, 10]);

@@ -5,7 +5,13 @@
 //! Each command is typed by the opcode table, checked against the unit's
 //! limits (LBA range, transfer length, write protection) and only then run
 //! against the device. Device errors become MEDIUM ERROR sense.
+//!
+//! A disk whose identity is removable behaves like a removable-cartridge
+//! drive (RDX): START STOP UNIT with LOEJ ejects and loads the medium,
+//! PREVENT ALLOW MEDIUM REMOVAL locks it in, and while it is out every
+//! command that needs it reports MEDIUM NOT PRESENT.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,7 +21,7 @@ use super::block::{BlockDevice, Provisioning};
 use super::cdb::{ByteCheck, DiskCommand, SbcCommand};
 use super::copy::{CopyManager, CopyTargets};
 use super::lu::{ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus};
-use super::opcodes::{Features, DISK_OPCODES};
+use super::opcodes::{Features, DISK_OPCODES, DISK_SBC};
 use super::range_lock::RangeLock;
 use super::sense::Sense;
 use super::spc::{BlockDescriptor, DeviceIdentity, DeviceType, ModePage, SpcCore, SpcDevice};
@@ -69,6 +75,8 @@ pub struct DiskUnit {
     /// commands are atomic with respect to every other write.
     writes: RangeLock,
     copies: CopyManager,
+    /// Removable units: whether the medium is in. Always true otherwise.
+    loaded: AtomicBool,
 }
 
 /// The caching mode page (08h): WCE changeable. With WCE clear every write
@@ -102,6 +110,7 @@ impl DiskUnit {
             dev,
             writes: RangeLock::default(),
             copies: CopyManager::default(),
+            loaded: AtomicBool::new(true),
         }
     }
 
@@ -277,9 +286,9 @@ impl DiskUnit {
             }
             SbcCommand::ReadCapacity16 { .. } => Ok(ScsiResponse::data(self.read_capacity16())),
             SbcCommand::GetLbaStatus { lba, alloc } => self.get_lba_status(lba, alloc).await,
-            // A virtual disk has no spindle: starting and stopping change
-            // nothing, and the medium is always ready.
-            SbcCommand::StartStopUnit { .. } => Ok(ScsiResponse::good()),
+            SbcCommand::StartStopUnit { start, loej, power_condition } => {
+                self.start_stop_unit(start, loej, power_condition)
+            }
             SbcCommand::ReadDefectData { twelve, req_plist, req_glist, format, .. } => {
                 // No defects: both lists are valid and empty.
                 let flags = (req_plist as u8) << 4 | (req_glist as u8) << 3 | format;
@@ -295,6 +304,32 @@ impl DiskUnit {
                 Ok(ScsiResponse::data(b.freeze()))
             }
         }
+    }
+
+    /// A virtual disk has no spindle: starting, stopping and power
+    /// conditions change nothing, and the unit stays ready. Only LOEJ acts,
+    /// on removable units, unless an application prevents removal: then
+    /// the medium stays as it is, loaded or not (SBC-3 5.25).
+    fn start_stop_unit(&self, start: bool, loej: bool, power_condition: u8) -> Result<ScsiResponse, Sense> {
+        if power_condition != 0 || !loej {
+            return Ok(ScsiResponse::good());
+        }
+        if !self.core.identity().removable {
+            return Err(Sense::invalid_cdb_field(4, Some(1)));
+        }
+        if self.core.removal_prevented() {
+            return Err(Sense::MEDIUM_REMOVAL_PREVENTED);
+        }
+        // No unit attention: the medium that comes back is the same volume,
+        // and the nexus that loaded it knows.
+        self.loaded.store(start, Ordering::SeqCst);
+        Ok(ScsiResponse::good())
+    }
+
+    /// Whether a command needs the medium in: TEST UNIT READY and the
+    /// disk's own commands, except loading and the copy manager's.
+    fn needs_medium(opcode: u8) -> bool {
+        opcode == 0x00 || (DISK_SBC.iter().any(|d| d.opcode == opcode) && !matches!(opcode, 0x1B | 0x83 | 0x84))
     }
 
     async fn verify(
@@ -573,13 +608,20 @@ impl SpcDevice for DiskUnit {
     }
 
     fn features(&self) -> Features {
-        Features { atomic_write: self.limits.max_atomic > 0 }
+        Features { atomic_write: self.limits.max_atomic > 0, removable_medium: self.core.identity().removable }
     }
 }
 
 #[async_trait]
 impl LogicalUnit for DiskUnit {
     async fn execute(&self, req: ScsiRequest) -> ScsiResponse {
+        let opcode = req.cdb.first().copied().unwrap_or(0xFF);
+        if !self.loaded.load(Ordering::SeqCst) && Self::needs_medium(opcode) {
+            // Ahead of the CDB's own checks: without a medium nothing about
+            // the command can be judged. A unit attention still comes first.
+            let sense = self.core.take_unit_attention(&req.nexus, opcode).unwrap_or(Sense::MEDIUM_NOT_PRESENT);
+            return ScsiResponse::check(sense);
+        }
         let (desc, cmd) = match self.core.admit(&req, &DISK_OPCODES, self.features()) {
             Ok(admitted) => admitted,
             Err(resp) => return resp,

@@ -86,6 +86,7 @@ fn identity() -> DeviceIdentity {
         serial: "vol-0001".into(),
         naa_id: 0x1234_5678_9ABC_DEF0,
         write_protected: false,
+        removable: false,
     }
 }
 
@@ -634,4 +635,103 @@ async fn data_out_size_must_match_for_compare_and_write_and_write_same() {
     run(&u, &n, &cdb10(0x2A, 0, 1), &[0xFF; 512]).await;
     assert_eq!(run(&u, &n, &ws, &[0xFF; 512]).await.status, ScsiStatus::Good);
     assert!(run(&u, &n, &cdb10(0x28, 0, 1), &[]).await.data_in.iter().all(|&b| b == 0));
+}
+
+fn removable_disk(blocks: u64) -> DiskUnit {
+    DiskUnit::new(MemDisk::new(blocks), DeviceIdentity { removable: true, ..identity() })
+}
+
+const EJECT: [u8; 6] = [0x1B, 0, 0, 0, 0x02, 0];
+const LOAD: [u8; 6] = [0x1B, 0, 0, 0, 0x03, 0];
+const PREVENT: [u8; 6] = [0x1E, 0, 0, 0, 1, 0];
+const ALLOW: [u8; 6] = [0x1E, 0, 0, 0, 0, 0];
+const TUR: [u8; 6] = [0; 6];
+
+#[tokio::test]
+async fn fixed_disk_has_no_medium_to_move() {
+    let (u, _) = disk(64);
+    let n = nexus(1);
+    ready(&u, &n).await;
+    let inq = run(&u, &n, &[0x12, 0, 0, 0, 96, 0], &[]).await;
+    assert_eq!(inq.data_in[1] & 0x80, 0, "RMB clear");
+    assert_eq!(check(&run(&u, &n, &EJECT, &[]).await), &Sense::invalid_cdb_field(4, Some(1)));
+    assert_eq!(check(&run(&u, &n, &PREVENT, &[]).await), &Sense::INVALID_OPCODE);
+    // Every power condition, the reserved ones included, changes nothing.
+    for pc in 0..16u8 {
+        let r = run(&u, &n, &[0x1B, 1, 0, 0, pc << 4, 0], &[]).await;
+        assert_eq!(r.status, ScsiStatus::Good, "power condition {pc}");
+    }
+    assert_eq!(run(&u, &n, &TUR, &[]).await.status, ScsiStatus::Good);
+}
+
+#[tokio::test]
+async fn removable_medium_ejects_and_loads() {
+    let u = removable_disk(64);
+    let n = nexus(1);
+    ready(&u, &n).await;
+    let inq = run(&u, &n, &[0x12, 0, 0, 0, 96, 0], &[]).await;
+    assert_eq!(inq.data_in[1] & 0x80, 0x80, "RMB set");
+    // Stopping and power conditions leave the medium in.
+    assert_eq!(run(&u, &n, &[0x1B, 0, 0, 0, 0x00, 0], &[]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &n, &[0x1B, 0, 0, 0, 0x32, 0], &[]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &n, &TUR, &[]).await.status, ScsiStatus::Good);
+
+    assert_eq!(run(&u, &n, &EJECT, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(check(&run(&u, &n, &TUR, &[]).await), &Sense::MEDIUM_NOT_PRESENT);
+    assert_eq!(check(&run(&u, &n, &cdb10(0x28, 0, 1), &[]).await), &Sense::MEDIUM_NOT_PRESENT);
+    assert_eq!(check(&run(&u, &n, &cdb10(0x2A, 0, 1), &[0; 512]).await), &Sense::MEDIUM_NOT_PRESENT);
+    // Checked ahead of the CDB: SYNC_NV is a bit the disk refuses.
+    assert_eq!(check(&run(&u, &n, &[0x35, 0x04, 0, 0, 0, 0, 0, 0, 1, 0], &[]).await), &Sense::MEDIUM_NOT_PRESENT);
+    assert_eq!(check(&run(&u, &n, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]).await), &Sense::MEDIUM_NOT_PRESENT);
+    // What does not touch the medium still works.
+    assert_eq!(run(&u, &n, &[0x12, 0, 0, 0, 96, 0], &[]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &n, &[0x1A, 0x08, 0x3F, 0, 255, 0], &[]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &n, &EJECT, &[]).await.status, ScsiStatus::Good, "ejecting twice");
+
+    assert_eq!(run(&u, &n, &LOAD, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &n, &TUR, &[]).await.status, ScsiStatus::Good, "no unit attention for the loader");
+    assert_eq!(run(&u, &n, &cdb10(0x28, 0, 1), &[]).await.status, ScsiStatus::Good);
+}
+
+#[tokio::test]
+async fn prevent_from_any_nexus_keeps_the_medium_as_it_is() {
+    let u = removable_disk(64);
+    let (a, b) = (nexus(1), nexus(2));
+    ready(&u, &a).await;
+    ready(&u, &b).await;
+    assert_eq!(run(&u, &a, &PREVENT, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &a, &PREVENT, &[]).await.status, ScsiStatus::Good, "preventing twice");
+    assert_eq!(check(&run(&u, &a, &EJECT, &[]).await), &Sense::MEDIUM_REMOVAL_PREVENTED);
+    assert_eq!(check(&run(&u, &b, &EJECT, &[]).await), &Sense::MEDIUM_REMOVAL_PREVENTED);
+    // Another nexus's ALLOW does not lift it.
+    assert_eq!(run(&u, &b, &ALLOW, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(check(&run(&u, &b, &EJECT, &[]).await), &Sense::MEDIUM_REMOVAL_PREVENTED);
+    assert_eq!(run(&u, &a, &TUR, &[]).await.status, ScsiStatus::Good);
+
+    // Nor can a medium that is out be loaded while removal is prevented.
+    assert_eq!(run(&u, &a, &ALLOW, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &a, &EJECT, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &a, &PREVENT, &[]).await.status, ScsiStatus::Good, "prevent with no medium");
+    assert_eq!(check(&run(&u, &a, &LOAD, &[]).await), &Sense::MEDIUM_REMOVAL_PREVENTED);
+    assert_eq!(run(&u, &a, &ALLOW, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &a, &LOAD, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(check(&run(&u, &a, &[0x1E, 0, 0, 0, 2, 0], &[]).await), &Sense::invalid_cdb_field(4, Some(1)));
+}
+
+#[tokio::test]
+async fn resets_and_lost_nexuses_end_prevention() {
+    let u = removable_disk(64);
+    let (a, b) = (nexus(1), nexus(2));
+    ready(&u, &a).await;
+    ready(&u, &b).await;
+    assert_eq!(run(&u, &a, &PREVENT, &[]).await.status, ScsiStatus::Good);
+    u.nexus_lost(&a);
+    assert_eq!(run(&u, &b, &EJECT, &[]).await.status, ScsiStatus::Good, "the preventing nexus is gone");
+    assert_eq!(run(&u, &b, &LOAD, &[]).await.status, ScsiStatus::Good);
+
+    assert_eq!(run(&u, &b, &PREVENT, &[]).await.status, ScsiStatus::Good);
+    u.reset(ResetKind::LogicalUnit, &b);
+    assert_eq!(check(&run(&u, &b, &TUR, &[]).await), &Sense::BUS_DEVICE_RESET);
+    assert_eq!(run(&u, &b, &TUR, &[]).await.status, ScsiStatus::Good, "a reset leaves the medium in");
+    assert_eq!(run(&u, &b, &EJECT, &[]).await.status, ScsiStatus::Good, "a reset ends prevention");
 }

@@ -8,7 +8,7 @@
 //! [`SpcCore::take_unit_attention`] for a pending unit attention and, once the
 //! CDB is typed, [`SpcCore::reservation_conflict`] for its access class.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -44,6 +44,8 @@ pub struct DeviceIdentity {
     pub naa_id: u64,
     /// Hardware-style write protection: every write fails with DATA PROTECT.
     pub write_protected: bool,
+    /// The medium can be removed (RMB in standard INQUIRY data).
+    pub removable: bool,
 }
 
 /// IEEE company ID in our NAA designators. 0x000000 is not assigned to
@@ -145,6 +147,8 @@ struct CoreState {
     nexuses: HashMap<u64, NexusState>,
     /// RESERVE(6)/(10) holder, by nexus id.
     reserved_by: Option<u64>,
+    /// Nexuses whose PREVENT MEDIUM REMOVAL is in force.
+    preventing: HashSet<u64>,
     pr: PersistentReservations,
     pages: Vec<ModePage>,
 }
@@ -172,6 +176,7 @@ impl SpcCore {
             state: Mutex::new(CoreState {
                 nexuses: HashMap::new(),
                 reserved_by: None,
+                preventing: HashSet::new(),
                 pr: PersistentReservations::default(),
                 pages: device_pages,
             }),
@@ -191,6 +196,11 @@ impl SpcCore {
     /// Write protection: the identity's flag or the control page's SWP.
     pub fn write_protected(&self) -> bool {
         self.identity.write_protected || self.mode_bit(0x0A, 4, SWP)
+    }
+
+    /// Whether an application prevents medium removal through any nexus.
+    pub fn removal_prevented(&self) -> bool {
+        !self.lock().preventing.is_empty()
     }
 
     /// A bit of a current mode page value.
@@ -309,6 +319,15 @@ impl SpcCore {
             SpcCommand::ReportSupportedOpcodes { rctd, options, opcode, sa, .. } => table
                 .report_supported(dev.features(), rctd, options, opcode, sa)
                 .map(|b| ScsiResponse::data(b.freeze())),
+            SpcCommand::PreventAllowMediumRemoval { prevent } => {
+                let mut st = self.lock();
+                if prevent {
+                    st.preventing.insert(req.nexus.id);
+                } else {
+                    st.preventing.remove(&req.nexus.id);
+                }
+                Ok(ScsiResponse::good())
+            }
         };
         result.unwrap_or_else(ScsiResponse::check)
     }
@@ -346,7 +365,7 @@ impl SpcCore {
     fn standard_inquiry(&self, dev: &dyn SpcDevice) -> Bytes {
         let mut b = BytesMut::with_capacity(96);
         b.put_u8(self.device_type as u8);
-        b.put_u8(0); // RMB 0: not removable
+        b.put_u8(if self.identity.removable { 0x80 } else { 0 }); // RMB
         b.put_u8(0x06); // SPC-4
         b.put_u8(0x10 | 0x02); // HISUP, response data format 2
         b.put_u8(96 - 5);
@@ -615,12 +634,14 @@ impl SpcCore {
 
     // ---- Task management and nexus life ----
 
-    /// LOGICAL UNIT RESET or target reset: RESERVE(6) goes, persistent
-    /// reservations stay (SPC-4 5.9.12), and every nexus, the one that asked
-    /// included, gets a unit attention (SAM-5 7.7).
+    /// LOGICAL UNIT RESET or target reset: RESERVE(6) and every PREVENT
+    /// MEDIUM REMOVAL go, persistent reservations stay (SPC-4 5.9.12,
+    /// 6.13), and every nexus, the one that asked included, gets a unit
+    /// attention (SAM-5 7.7).
     pub fn reset(&self, kind: ResetKind) {
         let mut st = self.lock();
         st.reserved_by = None;
+        st.preventing.clear();
         let ua = match kind {
             ResetKind::LogicalUnit => Sense::BUS_DEVICE_RESET,
             ResetKind::Target => Sense::POWER_ON_RESET,
@@ -636,10 +657,12 @@ impl SpcCore {
         }
     }
 
-    /// The nexus is gone: forget its unit attentions and its RESERVE(6).
+    /// The nexus is gone: forget its unit attentions, its RESERVE(6) and
+    /// its PREVENT MEDIUM REMOVAL.
     pub fn nexus_lost(&self, nexus: &ItNexus) {
         let mut st = self.lock();
         st.nexuses.remove(&nexus.id);
+        st.preventing.remove(&nexus.id);
         if st.reserved_by == Some(nexus.id) {
             st.reserved_by = None;
         }

@@ -4,7 +4,9 @@
 //! does not allow, so they check values only.
 
 use iscsi_target::scsi::cdb::{Cdb, SpcCommand};
-use iscsi_target::scsi::opcodes::{pr_opcodes, spc_opcodes, Access, Feature, OpDesc, OpcodeTable};
+use iscsi_target::scsi::opcodes::{
+    pr_opcodes, removal_opcodes, spc_opcodes, Access, Feature, Features, OpDesc, OpcodeTable,
+};
 use iscsi_target::scsi::Sense;
 
 /// SPACE codes we implement (SSC-3 table 38). Sequential filemarks are
@@ -66,9 +68,6 @@ pub enum SscCommand {
     },
     LoadUnload {
         load: bool,
-    },
-    PreventAllowMediumRemoval {
-        prevent: bool,
     },
     Locate {
         target: LocateTarget,
@@ -204,15 +203,6 @@ fn load_unload(c: Cdb<'_>) -> Result<TapeCommand, Sense> {
     Ok(SscCommand::LoadUnload { load }.into())
 }
 
-fn prevent_allow(c: Cdb<'_>) -> Result<TapeCommand, Sense> {
-    match c.byte(4) & 0x03 {
-        0 => Ok(SscCommand::PreventAllowMediumRemoval { prevent: false }.into()),
-        1 => Ok(SscCommand::PreventAllowMediumRemoval { prevent: true }.into()),
-        // 10b and 11b concern medium changers only.
-        _ => Err(Sense::invalid_cdb_field(4, Some(1))),
-    }
-}
-
 /// A partition change (CP) to any partition but 0 is refused: one partition.
 fn check_partition(c: Cdb<'_>, byte: usize) -> Result<(), Sense> {
     if c.bit(1, 1) && c.byte(byte) != 0 {
@@ -265,6 +255,7 @@ fn log_sense(c: Cdb<'_>) -> Result<TapeCommand, Sense> {
 
 static TAPE_SPC: [OpDesc<TapeCommand>; 13] = spc_opcodes::<TapeCommand>();
 static TAPE_PR: [OpDesc<TapeCommand>; 2] = pr_opcodes::<TapeCommand>();
+static TAPE_REMOVAL: [OpDesc<TapeCommand>; 1] = removal_opcodes::<TapeCommand>();
 
 /// SSC-3 commands, one line each so that the table reads as one. Position
 /// commands are `Read` for reservations: they change no data but must not
@@ -281,7 +272,6 @@ static TAPE_SSC: &[OpDesc<TapeCommand>] = {
         OpDesc { opcode: 0x11, service_action: None, name: "SPACE(6)", usage: &[0x11, 0x0F, 0xFF, 0xFF, 0xFF, 0], access: Read, parse: space6, feature: Feature::Base },
         OpDesc { opcode: 0x19, service_action: None, name: "ERASE(6)", usage: &[0x19, 0x03, 0, 0, 0, 0], access: Write, parse: erase6, feature: Feature::Base },
         OpDesc { opcode: 0x1B, service_action: None, name: "LOAD UNLOAD", usage: &[0x1B, 0x01, 0, 0, 0x0F, 0], access: Read, parse: load_unload, feature: Feature::Base },
-        OpDesc { opcode: 0x1E, service_action: None, name: "PREVENT ALLOW MEDIUM REMOVAL", usage: &[0x1E, 0, 0, 0, 0x03, 0], access: Read, parse: prevent_allow, feature: Feature::Base },
         OpDesc { opcode: 0x2B, service_action: None, name: "LOCATE(10)", usage: &[0x2B, 0x07, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0xFF, 0], access: Read, parse: locate10, feature: Feature::Base },
         OpDesc { opcode: 0x34, service_action: Some(0x00), name: "READ POSITION (SHORT FORM)", usage: &[0x34, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0], access: Read, parse: read_position, feature: Feature::Base },
         OpDesc { opcode: 0x34, service_action: Some(0x01), name: "READ POSITION (SHORT FORM, VENDOR)", usage: &[0x34, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0], access: Read, parse: read_position, feature: Feature::Base },
@@ -295,7 +285,10 @@ static TAPE_SSC: &[OpDesc<TapeCommand>] = {
 };
 
 /// Every command a tape drive accepts.
-pub static TAPE_OPCODES: OpcodeTable<TapeCommand> = OpcodeTable { groups: &[&TAPE_SPC, &TAPE_PR, TAPE_SSC] };
+/// A drive's optional commands: its tape can be held in.
+pub const TAPE_FEATURES: Features = Features { atomic_write: false, removable_medium: true };
+
+pub static TAPE_OPCODES: OpcodeTable<TapeCommand> = OpcodeTable { groups: &[&TAPE_SPC, &TAPE_PR, &TAPE_REMOVAL, TAPE_SSC] };
 
 #[cfg(test)]
 mod tests {

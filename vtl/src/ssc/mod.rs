@@ -16,18 +16,17 @@ mod log;
 mod motion;
 mod pages;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use iscsi_target::scsi::cdb::SpcCommand;
 use iscsi_target::scsi::opcodes::Features;
 use iscsi_target::scsi::spc::{BlockDescriptor, DeviceIdentity, DeviceType, SpcCore, SpcDevice};
 use iscsi_target::scsi::{ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus, Sense};
 use parking_lot::Mutex;
 
-use self::cdb::{SscCommand, TapeCommand, TAPE_OPCODES};
+use self::cdb::{SscCommand, TapeCommand, TAPE_FEATURES, TAPE_OPCODES};
 use self::log::{Counters, LogSource, TapeAlert, TapeAlerts};
 use self::motion::Mounted;
 use crate::media::{DataTransferElement, DriveIdentifier, LoadedMedium, TapeStoreError};
@@ -67,8 +66,6 @@ struct Shared {
     block_len: u32,
     /// Barcode and write protection of the tape in the drive.
     medium: Option<(String, bool)>,
-    /// Nexuses whose PREVENT ALLOW MEDIUM REMOVAL is in force.
-    preventing: HashSet<u64>,
 }
 
 /// Everything that changes as tape commands run.
@@ -128,32 +125,17 @@ impl TapeDrive {
                 Some(m) if m.threaded => ScsiResponse::good(),
                 _ => ScsiResponse::check(Sense::MEDIUM_NOT_PRESENT),
             },
-            SpcCommand::Inquiry { evpd, page, .. } => {
+            SpcCommand::Inquiry { evpd: true, page: 0x83, .. } => {
                 let mut resp = self.core.execute(self, req, cmd, &TAPE_OPCODES);
                 if resp.status == ScsiStatus::Good {
-                    resp.data_in = self.adjust_inquiry(evpd, page, &resp.data_in);
+                    // LTO drives list the T10 vendor designator first.
+                    let first = pages::t10_vendor_designator(self.identity());
+                    resp.data_in = pages::with_designator_first(&resp.data_in, &first);
                 }
                 resp
             }
             SpcCommand::ModeSelect { ten, param_len, .. } => self.mode_select(req, cmd, ten, param_len),
             _ => self.core.execute(self, req, cmd, &TAPE_OPCODES),
-        }
-    }
-
-    /// What the SPC core answers for every device type, made a tape
-    /// drive's: the removable medium bit (RMB) in standard INQUIRY data, and
-    /// the T10 vendor designator LTO drives list first in VPD 83h.
-    fn adjust_inquiry(&self, evpd: bool, page: u8, data: &Bytes) -> Bytes {
-        match (evpd, page) {
-            (false, _) => {
-                let mut b = BytesMut::from(&data[..]);
-                if let Some(rmb) = b.get_mut(1) {
-                    *rmb |= 0x80;
-                }
-                b.freeze()
-            }
-            (true, 0x83) => pages::with_designator_first(data, &pages::t10_vendor_designator(self.identity())),
-            _ => data.clone(),
         }
     }
 
@@ -196,15 +178,6 @@ impl TapeDrive {
             SscCommand::Rewind => st.rewind().await,
             SscCommand::Erase { .. } => st.erase(soft_wp).await,
             SscCommand::LoadUnload { load } => self.load_unload(st, load).await,
-            SscCommand::PreventAllowMediumRemoval { prevent } => {
-                let mut sh = self.shared.lock();
-                if prevent {
-                    sh.preventing.insert(req.nexus.id);
-                } else {
-                    sh.preventing.remove(&req.nexus.id);
-                }
-                Ok(ScsiResponse::good())
-            }
             SscCommand::ReadPosition { form, .. } => {
                 let p = st.position()?;
                 Ok(ScsiResponse::data(match form {
@@ -237,7 +210,7 @@ impl TapeDrive {
     /// LOAD UNLOAD: unloading commits, rewinds and leaves the tape in the
     /// drive for the changer to take (not ready); loading threads it again.
     async fn load_unload(&self, st: &mut DriveState, load: bool) -> Result<ScsiResponse, Sense> {
-        if !load && !self.shared.lock().preventing.is_empty() {
+        if !load && self.core.removal_prevented() {
             st.alerts.raise(TapeAlert::NoRemoval);
             return Err(Sense::MEDIUM_REMOVAL_PREVENTED);
         }
@@ -297,6 +270,10 @@ impl SpcDevice for TapeDrive {
         (wp as u8) << 7 | 0x10
     }
 
+    fn features(&self) -> Features {
+        TAPE_FEATURES
+    }
+
     fn block_descriptor(&self) -> Option<BlockDescriptor> {
         let sh = self.shared.lock();
         let density = if sh.medium.is_some() { pages::LTO5_DENSITY } else { 0 };
@@ -307,7 +284,7 @@ impl SpcDevice for TapeDrive {
 #[async_trait]
 impl LogicalUnit for TapeDrive {
     async fn execute(&self, req: ScsiRequest) -> ScsiResponse {
-        let (desc, cmd) = match self.core.admit(&req, &TAPE_OPCODES, Features::default()) {
+        let (desc, cmd) = match self.core.admit(&req, &TAPE_OPCODES, TAPE_FEATURES) {
             Ok(admitted) => admitted,
             Err(resp) => return resp,
         };
@@ -321,8 +298,6 @@ impl LogicalUnit for TapeDrive {
     }
 
     fn reset(&self, kind: ResetKind, _by: &ItNexus) {
-        // A reset ends every PREVENT MEDIUM REMOVAL (SPC-4 6.13).
-        self.shared.lock().preventing.clear();
         self.core.reset(kind);
     }
 
@@ -331,7 +306,6 @@ impl LogicalUnit for TapeDrive {
     }
 
     fn nexus_lost(&self, nexus: &ItNexus) {
-        self.shared.lock().preventing.remove(&nexus.id);
         self.core.nexus_lost(nexus);
     }
 }
@@ -355,7 +329,7 @@ impl DataTransferElement for TapeDrive {
 
     async fn unload(&self) -> Result<String, Sense> {
         let mut st = self.state.lock().await;
-        if !self.shared.lock().preventing.is_empty() {
+        if self.core.removal_prevented() {
             st.alerts.raise(TapeAlert::NoRemoval);
             return Err(Sense::MEDIUM_REMOVAL_PREVENTED);
         }

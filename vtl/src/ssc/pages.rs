@@ -23,6 +23,7 @@ pub fn lto5_identity(serial: impl Into<String>, naa_id: u64) -> DeviceIdentity {
         serial: serial.into(),
         naa_id,
         write_protected: false,
+        removable: true,
     }
 }
 
