@@ -393,7 +393,7 @@ async fn encode(
 }
 
 /// How much lower than the daemon's the encoder threads' priority is.
-pub const ENCODER_NICENESS: i32 = 10;
+const ENCODER_NICENESS: i32 = 10;
 
 fn encoder_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
     rayon::ThreadPoolBuilder::new()
