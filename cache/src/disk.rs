@@ -5,10 +5,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::path::{Path, PathBuf};
 
+use crate::cache::may_block;
 use crate::error::{Error, Result};
+use crate::writeback::Writeback;
 
 /// Bytes before the first slot; a page, so that slots stay page-aligned
 /// whenever the chunk size is a multiple of the page size.
@@ -32,18 +34,14 @@ pub struct DiskIdentity {
     pub slots: u32,
 }
 
-/// Bytes written to a disk after which its dirty pages are handed to the
-/// device without waiting (see `Disk::write_at`). Measured on the
-/// `cache_write` bench: 1 MiB does as well as 256 KiB; 4 MiB loses about
-/// half of the gain.
-const WRITEBACK_BYTES: u64 = 1 << 20;
-
 pub struct Disk {
     pub identity: DiskIdentity,
     pub path: PathBuf,
     file: File,
-    /// Bytes written since writeback was last started.
-    unstarted: AtomicU64,
+    writeback: Writeback,
+    /// Whether the file system takes buffered RWF_NOWAIT writes (XFS and
+    /// btrfs do; ext4 answers EOPNOTSUPP, and is then not asked again).
+    nowait: AtomicBool,
     /// Buffered writes to one file take the inode's lock one at a time
     /// anyway; with a dozen writers the losers spun on it (a fifth of the
     /// CPU time of 1 MiB writes at depth 16). Queued here, they sleep.
@@ -71,7 +69,7 @@ impl Disk {
         let identity = DiskIdentity { cache_id, disk_id, chunk_size, slots };
         file.write_all_at(&encode_header(&identity), 0).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(Disk { identity, path: path.to_path_buf(), file, unstarted: AtomicU64::new(0), write_turn: parking_lot::Mutex::new(()) })
+        Disk::new(identity, path, file)
     }
 
     /// Reopens a disk the index knows, refusing one whose header differs.
@@ -90,7 +88,20 @@ impl Disk {
                 reason: format!("header says {found:?}, index expects {expected:?}"),
             });
         }
-        Ok(Disk { identity: found, path: path.to_path_buf(), file, unstarted: AtomicU64::new(0), write_turn: parking_lot::Mutex::new(()) })
+        Disk::new(found, path, file)
+    }
+
+    fn new(identity: DiskIdentity, path: &Path, file: File) -> Result<Disk> {
+        let writeback =
+            Writeback::start(&file, path).map_err(|source| Error::Disk { path: path.display().to_string(), source })?;
+        Ok(Disk {
+            identity,
+            path: path.to_path_buf(),
+            file,
+            writeback,
+            nowait: AtomicBool::new(true),
+            write_turn: parking_lot::Mutex::new(()),
+        })
     }
 
     fn offset(&self, slot: u32, offset_in_slot: u64) -> u64 {
@@ -136,39 +147,55 @@ impl Disk {
         Ok(buf)
     }
 
-    /// Writes into the page cache. Every MiB written, the disk's dirty pages
-    /// are handed to the device (sync_file_range WRITE, which does not wait
-    /// for them), so that the transfer overlaps the writes that follow and
-    /// the flush's fdatasync finds little left to do: left to the flush, the
-    /// transfer is most of a flush's time. A page rewritten before the next
-    /// flush may go to the device twice; that costs bandwidth only.
+    /// Writes into the page cache; the writeback thread then starts the
+    /// transfer to the device (see the `writeback` module).
+    ///
+    /// Called inline on async workers, like the page-cache writes of a
+    /// file-backed volume: where the file system takes RWF_NOWAIT, what
+    /// the kernel would make wait (writeback throttling, block allocation)
+    /// is refused and written by a blocking call instead (see
+    /// [`may_block`]). Elsewhere (ext4) the copy runs inline; early
+    /// writeback keeps the disk's dirty pages few, so it seldom waits.
     pub fn write_at(&self, slot: u32, offset_in_slot: u64, buf: &[u8]) -> Result<()> {
         {
-            let _turn = self.write_turn.lock();
-            self.file.write_all_at(buf, self.offset(slot, offset_in_slot)).map_err(|e| self.error(e))?;
+            let _turn = self.write_turn.try_lock().unwrap_or_else(|| may_block(|| self.write_turn.lock()));
+            let at = self.offset(slot, offset_in_slot);
+            if self.nowait.load(Ordering::Relaxed) {
+                let done = self.write_nowait(buf, at);
+                if done < buf.len() {
+                    may_block(|| self.file.write_all_at(&buf[done..], at + done as u64)).map_err(|e| self.error(e))?;
+                }
+            } else {
+                self.file.write_all_at(buf, at).map_err(|e| self.error(e))?;
+            }
         }
-        let len = buf.len() as u64;
-        let total = self.unstarted.fetch_add(len, Ordering::Relaxed) + len;
-        // One writer starts it; a writer that raced in tries again next time.
-        if total >= WRITEBACK_BYTES && self.unstarted.compare_exchange(total, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            self.start_writeback();
-        }
+        self.writeback.wrote(buf.len() as u64);
         Ok(())
     }
 
-    /// A hint only: durability still comes from `sync_data`, so a refusal
-    /// (a file system without it) changes nothing but speed.
-    fn start_writeback(&self) {
-        // SAFETY: a plain syscall on a descriptor this Disk owns.
-        let rc = unsafe { libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-        if rc != 0 {
-            tracing::debug!(path = %self.path.display(), error = %std::io::Error::last_os_error(), "early writeback refused");
+    /// Writes what the page cache takes of `buf` at `at` without waiting;
+    /// returns the bytes written, leaving the rest to a blocking write.
+    fn write_nowait(&self, buf: &[u8], at: u64) -> usize {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = [std::io::IoSlice::new(&buf[done..])];
+            match rustix::io::pwritev2(&self.file, &rest, at + done as u64, rustix::io::ReadWriteFlags::NOWAIT) {
+                Ok(n) if n > 0 => done += n,
+                Err(rustix::io::Errno::OPNOTSUPP) => {
+                    self.nowait.store(false, Ordering::Relaxed);
+                    break;
+                }
+                _ => break,
+            }
         }
+        done
     }
 
     /// fdatasync: the data written so far survives power loss.
     pub fn sync_data(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| self.error(e))
+        self.file.sync_data().map_err(|e| self.error(e))?;
+        self.writeback.flushed();
+        Ok(())
     }
 
     fn error(&self, source: std::io::Error) -> Error {

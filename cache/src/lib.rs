@@ -48,7 +48,9 @@
 //! The I/O operations are `async` and run their blocking disk and index
 //! work off the async workers (`tokio::task::block_in_place` on a
 //! multi-thread runtime, which saves a thread hand-off per call, else the
-//! blocking pool); [`Cache::open`] is blocking. Errors carry
+//! blocking pool). Writes run inline, like buffered writes to a file, and
+//! leave the worker only for what may block; [`Cache::open`] is blocking.
+//! Errors carry
 //! detail for logs and an [`ErrorKind`] for decisions.
 //!
 //! # Guarantees
@@ -101,6 +103,7 @@ mod space;
 mod types;
 mod upload;
 mod write;
+mod writeback;
 
 pub use cache::Cache;
 pub use config::{CacheConfig, DiskSpec};

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::cache::{Cell, Inner, State};
+use crate::cache::{may_block, Cell, Inner, State};
 use crate::config::DiskSpec;
 use crate::disk::{Disk, SlotRef};
 use crate::error::{Error, Result};
@@ -92,7 +92,8 @@ impl Inner {
                     return Ok(slot);
                 }
             }
-            if self.evict(self.config.eviction_batch)?.is_empty() {
+            // Eviction commits a synced index batch.
+            if may_block(|| self.evict(self.config.eviction_batch))?.is_empty() {
                 return Err(Error::NoSpace);
             }
         }

@@ -75,5 +75,8 @@ pub struct CacheStats {
     /// Slots holding data the backing store lacks (dirty chunks, and the
     /// copy-on-write base slots awaiting the next flush).
     pub dirty_bytes: u64,
+    /// Bytes of the dirty chunks themselves: what the uploader has left to
+    /// ship. Unlike `dirty_bytes`, no base slots, which only a flush frees.
+    pub upload_backlog_bytes: u64,
     pub free_bytes: u64,
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use crate::cache::{Cell, CellGuard, Inner, WriteStep};
+use crate::cache::{may_block, Cell, CellGuard, Inner, WriteStep};
 use crate::chunk::{Chunk, SlotData};
 use crate::error::{Error, Result};
 use crate::sectors::SectorSet;
@@ -37,7 +37,9 @@ impl Inner {
     pub fn write(&self, id: ChunkId, offset: u32, data: &Bytes) -> Result<WriteStep> {
         self.check_healthy()?;
         let sectors = self.sector_range(offset, data.len())?;
-        let _gate = self.gate.read();
+        // A flush takes the gate only to close its epoch, but waits for the
+        // writes inside it: do not wait for those on an async worker.
+        let _gate = self.gate.try_read().unwrap_or_else(|| may_block(|| self.gate.read()));
         let epoch = self.epoch.load(Ordering::Acquire);
         let Some(mut guard) = self.lock_cell(id, true) else {
             return Err(Error::Failed("chunk cell vanished while created".into()));
@@ -161,7 +163,8 @@ impl Inner {
                 )));
             };
             let at = (s - sectors.start) as usize * sector;
-            self.read_sector(id, chunk, s, &mut buffer[at..at + sector])?;
+            // The sector may have left the page cache: a disk read.
+            may_block(|| self.read_sector(id, chunk, s, &mut buffer[at..at + sector]))?;
         }
         buffer[head..head + data.len()].copy_from_slice(data);
         Ok(Bytes::from(buffer))

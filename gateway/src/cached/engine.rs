@@ -65,8 +65,11 @@ const FEED_IDLE: Duration = Duration::from_millis(200);
 const FEED_BACKOFF: Duration = Duration::from_secs(1);
 /// Write-behind: uploads start once writes pause this long...
 const WRITE_QUIET: Duration = Duration::from_millis(300);
-/// ...or once this share (1/n) of the cache is dirty, or when someone
-/// waits for them (a recovery point, a tape export).
+/// ...or once chunks waiting for upload fill this share (1/n) of the
+/// cache, or when someone waits for them (a recovery point, a tape export).
+/// Copy-on-write bases do not count: uploads cannot free them. With every
+/// chunk copied on write, dirty slots then stand at half the cache when
+/// uploads start, well below the writers' high watermark.
 const PRESSURE_SHARE: u64 = 4;
 /// How long a wake-up keeps the feeder uploading regardless of writes.
 const URGENT_FOR: Duration = Duration::from_secs(2);
@@ -179,7 +182,7 @@ impl Engine {
             return true;
         }
         let s = self.cache.stats();
-        s.dirty_bytes >= s.capacity_bytes / PRESSURE_SHARE
+        s.upload_backlog_bytes >= s.capacity_bytes / PRESSURE_SHARE
     }
 
     /// Submits a job, returning its token.

@@ -608,7 +608,7 @@ impl CachedVolume {
             engine.metrics.cache_percent_used.set((s.used_bytes * 100 / s.capacity_bytes) as i64);
             engine.metrics.cache_percent_dirty.set((s.dirty_bytes * 100 / s.capacity_bytes) as i64);
         }
-        engine.metrics.queued_writes_bytes.set(s.dirty_bytes as i64);
+        engine.metrics.queued_writes_bytes.set(s.upload_backlog_bytes as i64);
     }
 }
 
