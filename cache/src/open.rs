@@ -200,7 +200,7 @@ fn verify_slot(inner: &Inner, id: ChunkId, data: &mut SlotData) -> Result<()> {
         let mut buffer = vec![0u8; run.len() * sector];
         disk.read_at(data.slot.slot, u64::from(run.start) * sector as u64, &mut buffer)?;
         for (i, s) in run.enumerate() {
-            if crc32c::crc32c(&buffer[i * sector..(i + 1) * sector]) != data.crcs[s as usize] {
+            if crate::crc::sector(&buffer[i * sector..(i + 1) * sector]) != data.crcs[s as usize] {
                 tracing::debug!(%id, sector = s, "dropping a torn sector of an unflushed write");
                 data.valid.remove(s);
             }

@@ -72,7 +72,7 @@ impl Inner {
         Ok(buffer)
     }
 
-    /// Verifies whole sectors starting at `first`, four checksums at a time.
+    /// Verifies whole sectors starting at `first`.
     fn verify_run(&self, id: ChunkId, source: &SlotData, first: u32, bytes: &[u8]) -> Result<()> {
         let sector = self.config.sector_size as usize;
         let mut crcs = vec![0u32; bytes.len() / sector];
@@ -118,7 +118,7 @@ impl Inner {
     }
 
     pub fn verify(&self, id: ChunkId, source: &SlotData, sector: u32, bytes: &[u8]) -> Result<()> {
-        if crc32c::crc32c(bytes) == source.crcs[sector as usize] && source.valid.contains(sector) {
+        if crate::crc::sector(bytes) == source.crcs[sector as usize] && source.valid.contains(sector) {
             return Ok(());
         }
         self.mismatch(id, source, sector)

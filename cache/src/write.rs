@@ -101,6 +101,10 @@ impl Inner {
         };
 
         let sector_bytes = self.config.sector_size as usize;
+        // Checksummed before the copy into the page cache, while the data
+        // is still in the CPU's caches from the network receive. `chunk` is
+        // this write's copy: on failure it is dropped, checksums and all.
+        crate::crc::sectors(&buffer, sector_bytes, &mut chunk.current.crcs[sectors.start as usize..sectors.end as usize]);
         let write_result = self.disk(chunk.current.slot.disk).and_then(|disk| {
             disk.write_at(chunk.current.slot.slot, u64::from(sectors.start) * sector_bytes as u64, &buffer)
         });
@@ -112,7 +116,6 @@ impl Inner {
             self.abandon_vacant(&mut guard, id);
             return Err(error);
         }
-        crate::crc::sectors(&buffer, sector_bytes, &mut chunk.current.crcs[sectors.start as usize..sectors.end as usize]);
         chunk.current.valid.insert_range(sectors);
         chunk.generation += 1;
         chunk.touched = epoch;
