@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::cache::{may_block, Cell, CellGuard, Inner, WriteStep};
 use crate::chunk::{Chunk, SlotData};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::sectors::SectorSet;
 use crate::types::ChunkId;
@@ -100,13 +101,8 @@ impl Inner {
             (None, None) => return Err(Error::Failed(format!("{id}: new chunk without a slot"))),
         };
 
-        let sector_bytes = self.config.sector_size as usize;
-        // Checksummed before the copy into the page cache, while the data
-        // is still in the CPU's caches from the network receive. `chunk` is
-        // this write's copy: on failure it is dropped, checksums and all.
-        crate::crc::sectors(&buffer, sector_bytes, &mut chunk.current.crcs[sectors.start as usize..sectors.end as usize]);
         let write_result = self.disk(chunk.current.slot.disk).and_then(|disk| {
-            disk.write_at(chunk.current.slot.slot, u64::from(sectors.start) * sector_bytes as u64, &buffer)
+            self.checksum_and_write(&disk, &mut chunk.current, sectors.start, &buffer)
         });
         if let Err(error) = write_result {
             if let Some(slot) = fresh_slot {
@@ -231,6 +227,18 @@ impl Inner {
 }
 
 impl Inner {
+    /// Checksums `data`, whole sectors from sector `first`, into the slot's
+    /// checksums, then writes it into the slot: checksummed before the copy
+    /// into the page cache, the data is read from memory once more at
+    /// most. On failure the caller drops `slot` (this write's copy of the
+    /// chunk's slot data), checksums and all.
+    fn checksum_and_write(&self, disk: &Disk, slot: &mut SlotData, first: u32, data: &[u8]) -> Result<()> {
+        let sector = self.config.sector_size as usize;
+        let first = first as usize;
+        crate::crc::sectors(data, sector, &mut slot.crcs[first..first + data.len() / sector]);
+        disk.write_at(slot.slot.slot, (first * sector) as u64, data)
+    }
+
     /// Writes the sectors of `runs` from `data` (which starts at sector
     /// `first`) into the chunk's current slot and records their checksums.
     fn write_runs(&self, chunk: &mut Chunk, runs: &SectorSet, first: u32, data: &[u8]) -> Result<()> {
@@ -239,8 +247,7 @@ impl Inner {
         for run in runs.runs() {
             let from = (run.start - first) as usize * sector;
             let bytes = &data[from..from + run.len() * sector];
-            disk.write_at(chunk.current.slot.slot, u64::from(run.start) * sector as u64, bytes)?;
-            crate::crc::sectors(bytes, sector, &mut chunk.current.crcs[run.start as usize..run.end as usize]);
+            self.checksum_and_write(&disk, &mut chunk.current, run.start, bytes)?;
             chunk.current.valid.insert_range(run);
         }
         Ok(())

@@ -94,9 +94,19 @@ async fn writers_stall_until_the_uploader_catches_up() {
     assert!(counter(&registry, "cache_evictions_total") > 0.0, "160 chunks in 64 slots must evict");
     cache.flush().await.expect("final flush");
     assert_eq!(cache.stats().dirty_bytes, 0);
-    // The last chunks written are still cached and intact.
-    let read = cache.read(ChunkId::new(3, 39), 0, CHUNK).await.expect("read");
-    assert!(read.complete && read.data.iter().all(|b| *b == (3 * 40 + 39) as u8));
+    // Whatever eviction left cached (which chunks depends on how the
+    // writers interleaved) reads back whole and intact.
+    let mut cached = 0;
+    for (w, i) in (0..4u64).flat_map(|w| (0..40u64).map(move |i| (w, i))) {
+        let id = ChunkId::new(w, i);
+        if cache.lookup(id).is_none() {
+            continue;
+        }
+        let read = cache.read(id, 0, CHUNK).await.expect("read");
+        assert!(read.complete && read.data.iter().all(|b| *b == (w * 40 + i) as u8), "{id} damaged");
+        cached += 1;
+    }
+    assert!(cached > 0, "nothing left cached");
     drop(cache);
     common::open(&config);
 }

@@ -34,7 +34,7 @@ impl ChunkReader {
             .get(&self.keyring.layout().chunk_key(namespace, id), None)
             .await?;
         let id = *id;
-        let decoded = tokio::task::spawn_blocking(move || codec.decode(&id, &object))
+        let decoded = tokio::task::spawn_blocking(move || codec.decode(&id, object))
             .await
             .map_err(|e| CloudError::Worker(e.to_string()))?;
         Ok(decoded?)

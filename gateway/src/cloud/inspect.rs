@@ -311,7 +311,7 @@ async fn inspect_chunk(
     let Some(codec) = codec else {
         return ObjectStatus::HeaderOk { detail };
     };
-    match tokio::task::spawn_blocking(move || codec.decode(&id, &bytes)).await {
+    match tokio::task::spawn_blocking(move || codec.decode(&id, bytes)).await {
         Ok(Ok(plain)) => ObjectStatus::Verified {
             detail,
             plain_len: plain.len() as u64,

@@ -2,11 +2,11 @@
 
 use std::cell::RefCell;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rand::rngs::OsRng;
 use rand::RngCore;
 
-use super::header::{ChunkHeader, AUTHENTICATED_HEADER_LEN, FLAG_ZSTD, HEADER_LEN, TAG_LEN};
+use super::header::{object_crc, ChunkHeader, AUTHENTICATED_HEADER_LEN, FLAG_ZSTD, HEADER_LEN, TAG_LEN};
 use super::{ChunkError, ChunkId};
 use crate::cloud::aead::Aes256GcmKey;
 use crate::cloud::keys::{DataKey, CHUNK_ENCRYPTION_CONTEXT, CHUNK_ID_CONTEXT};
@@ -121,7 +121,7 @@ impl ChunkCodec {
         out[..AUTHENTICATED_HEADER_LEN].copy_from_slice(&authenticated);
         let tag = self.cipher.seal(&nonce, &aad(&id, &authenticated), &mut out[HEADER_LEN..]);
         out.extend_from_slice(&tag);
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&authenticated), &out[HEADER_LEN..]);
+        let crc = object_crc(&authenticated, &out[HEADER_LEN..]);
         out[AUTHENTICATED_HEADER_LEN..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
         Ok(EncodedChunk::Object {
             id,
@@ -148,8 +148,8 @@ impl ChunkCodec {
 
     /// Checks, decrypts, decompresses and verifies a chunk object stored
     /// under `id`. CPU-bound: call it off the async I/O threads.
-    pub fn decode(&self, id: &ChunkId, object: &[u8]) -> Result<Bytes, ChunkError> {
-        let header = ChunkHeader::parse(object)?;
+    pub fn decode(&self, id: &ChunkId, object: Bytes) -> Result<Bytes, ChunkError> {
+        let header = ChunkHeader::parse(&object)?;
         if header.key_id != self.key_id {
             return Err(ChunkError::WrongKey {
                 expected: hex::encode(self.key_id),
@@ -160,21 +160,27 @@ impl ChunkCodec {
         if plain_len > MAX_CHUNK_LEN {
             return Err(ChunkError::Inconsistent);
         }
-        let (body, tag) = object[HEADER_LEN..].split_at(object.len() - HEADER_LEN - TAG_LEN);
-        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| ChunkError::Inconsistent)?;
-        let mut payload = body.to_vec();
+        // Decrypted in place: an object fresh from the store is its
+        // buffer's only owner, so this costs no copy (a shared one is
+        // copied once).
+        let mut payload = object
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+            .split_off(HEADER_LEN);
+        let tag = payload.split_off(payload.len() - TAG_LEN);
+        let tag: &[u8; TAG_LEN] = tag[..].try_into().map_err(|_| ChunkError::Inconsistent)?;
         self.cipher
             .open(&header.nonce, &aad(id, &header.authenticated_bytes()), &mut payload, tag)
             .map_err(|_| ChunkError::AuthenticationFailed)?;
         let plain = if header.is_compressed() {
-            decompress(&payload, plain_len)?
+            Bytes::from(decompress(&payload, plain_len)?)
         } else {
-            payload
+            payload.freeze()
         };
         if plain.len() != plain_len || self.chunk_id(&plain) != *id {
             return Err(ChunkError::Inconsistent);
         }
-        Ok(Bytes::from(plain))
+        Ok(plain)
     }
 }
 
@@ -246,7 +252,7 @@ mod tests {
         let header = ChunkHeader::parse(&obj).unwrap();
         assert!(!header.is_compressed());
         assert_eq!(obj.len(), HEADER_LEN + data.len() + TAG_LEN);
-        assert_eq!(codec.decode(&id, &obj).unwrap(), data);
+        assert_eq!(codec.decode(&id, obj).unwrap(), data);
     }
 
     #[test]
@@ -258,7 +264,7 @@ mod tests {
         let (id, obj) = object(codec.encode(&data).unwrap());
         assert!(ChunkHeader::parse(&obj).unwrap().is_compressed());
         assert!(obj.len() < data.len() / 10);
-        assert_eq!(codec.decode(&id, &obj).unwrap(), data);
+        assert_eq!(codec.decode(&id, obj).unwrap(), data);
     }
 
     #[test]
@@ -277,7 +283,7 @@ mod tests {
         let data = random(5000);
         let (id, obj) = object(a.encode(&data).unwrap());
         assert!(matches!(
-            b.decode(&id, &obj),
+            b.decode(&id, obj.clone()),
             Err(ChunkError::WrongKey { .. })
         ));
 
@@ -287,21 +293,21 @@ mod tests {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&tampered[..32]), &tampered[HEADER_LEN..]);
         tampered[32..36].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
-            a.decode(&id, &tampered),
+            a.decode(&id, Bytes::from(tampered)),
             Err(ChunkError::AuthenticationFailed)
         );
 
         // The same object presented under another id.
         let (other_id, _) = object(a.encode(&random(10)).unwrap());
         assert_eq!(
-            a.decode(&other_id, &obj),
+            a.decode(&other_id, obj.clone()),
             Err(ChunkError::AuthenticationFailed)
         );
 
         // Unfixed damage is reported as such.
         let mut damaged = obj.to_vec();
         damaged[HEADER_LEN + 10] ^= 1;
-        assert_eq!(a.decode(&id, &damaged), Err(ChunkError::ChecksumMismatch));
+        assert_eq!(a.decode(&id, Bytes::from(damaged)), Err(ChunkError::ChecksumMismatch));
     }
 
     #[test]
