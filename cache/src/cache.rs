@@ -260,6 +260,15 @@ impl Cache {
         }
     }
 
+    /// Tells the cache a flush follows the writes now under way (a tape's
+    /// records are committed at its next filemark): the disks start
+    /// writing back at once, so that the flush finds little left to do.
+    pub fn expect_flush(&self) {
+        for disk in self.inner.disks.read().iter() {
+            disk.expect_flush();
+        }
+    }
+
     /// Stores data fetched from the backing store into the sectors of
     /// `offset..offset + data.len()` (sector-aligned) that are not valid,
     /// leaving valid ones, which may be newer, untouched. Neither dirties

@@ -194,8 +194,13 @@ impl Disk {
     /// fdatasync: the data written so far survives power loss.
     pub fn sync_data(&self) -> Result<()> {
         self.file.sync_data().map_err(|e| self.error(e))?;
-        self.writeback.flushed();
+        self.writeback.note_flush();
         Ok(())
+    }
+
+    /// A writer expects a flush soon: early writeback starts now.
+    pub fn expect_flush(&self) {
+        self.writeback.note_flush();
     }
 
     fn error(&self, source: std::io::Error) -> Error {

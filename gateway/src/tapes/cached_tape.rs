@@ -302,6 +302,9 @@ impl ChunkOwner for CachedTape {
 #[async_trait]
 impl TapeStream for CachedTape {
     async fn write_at(&self, offset: u64, data: Bytes) -> Result<(), TapeStoreError> {
+        // The next filemark commits these records: their writeback can
+        // overlap the writing instead of waiting for that flush.
+        self.engine.cache.expect_flush();
         let mut at = 0usize;
         for p in pieces(offset, data.len() as u64, self.chunk_size) {
             let part = data.slice(at..at + p.len as usize);
