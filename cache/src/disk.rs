@@ -154,8 +154,10 @@ impl Disk {
     /// file-backed volume: where the file system takes RWF_NOWAIT, what
     /// the kernel would make wait (writeback throttling, block allocation)
     /// is refused and written by a blocking call instead (see
-    /// [`may_block`]). Elsewhere (ext4) the copy runs inline; early
-    /// writeback keeps the disk's dirty pages few, so it seldom waits.
+    /// [`may_block`]). Elsewhere (ext4) the copy runs inline and waits
+    /// only when the kernel throttles writers for dirty pages (past
+    /// vm.dirty_ratio); the worker then sleeps there, and the runtime's
+    /// other worker takes its queued tasks.
     pub fn write_at(&self, slot: u32, offset_in_slot: u64, buf: &[u8]) -> Result<()> {
         {
             let _turn = self.write_turn.try_lock().unwrap_or_else(|| may_block(|| self.write_turn.lock()));
