@@ -641,6 +641,15 @@ fn removable_disk(blocks: u64) -> DiskUnit {
     DiskUnit::new(MemDisk::new(blocks), DeviceIdentity { removable: true, ..identity() })
 }
 
+/// A removable disk that two nexuses have seen ready.
+async fn removable_disk_with_two_nexuses() -> (DiskUnit, Arc<ItNexus>, Arc<ItNexus>) {
+    let u = removable_disk(64);
+    let (a, b) = (nexus(1), nexus(2));
+    ready(&u, &a).await;
+    ready(&u, &b).await;
+    (u, a, b)
+}
+
 const EJECT: [u8; 6] = [0x1B, 0, 0, 0, 0x02, 0];
 const LOAD: [u8; 6] = [0x1B, 0, 0, 0, 0x03, 0];
 const PREVENT: [u8; 6] = [0x1E, 0, 0, 0, 1, 0];
@@ -695,10 +704,7 @@ async fn removable_medium_ejects_and_loads() {
 
 #[tokio::test]
 async fn prevent_from_any_nexus_keeps_the_medium_as_it_is() {
-    let u = removable_disk(64);
-    let (a, b) = (nexus(1), nexus(2));
-    ready(&u, &a).await;
-    ready(&u, &b).await;
+    let (u, a, b) = removable_disk_with_two_nexuses().await;
     assert_eq!(run(&u, &a, &PREVENT, &[]).await.status, ScsiStatus::Good);
     assert_eq!(run(&u, &a, &PREVENT, &[]).await.status, ScsiStatus::Good, "preventing twice");
     assert_eq!(check(&run(&u, &a, &EJECT, &[]).await), &Sense::MEDIUM_REMOVAL_PREVENTED);
@@ -720,10 +726,7 @@ async fn prevent_from_any_nexus_keeps_the_medium_as_it_is() {
 
 #[tokio::test]
 async fn resets_and_lost_nexuses_end_prevention() {
-    let u = removable_disk(64);
-    let (a, b) = (nexus(1), nexus(2));
-    ready(&u, &a).await;
-    ready(&u, &b).await;
+    let (u, a, b) = removable_disk_with_two_nexuses().await;
     assert_eq!(run(&u, &a, &PREVENT, &[]).await.status, ScsiStatus::Good);
     u.nexus_lost(&a);
     assert_eq!(run(&u, &b, &EJECT, &[]).await.status, ScsiStatus::Good, "the preventing nexus is gone");
