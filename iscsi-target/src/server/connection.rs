@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::dataout::{TransferLimits, WriteCollector};
+use super::hangup::HangupProbe;
 use super::registry::{RunningTask, SessionShared};
 use super::response::{self, CommandShape, DataInLimits};
 use super::seq::{stamp, CmdSnCheck, CmdWindow};
@@ -815,7 +816,19 @@ async fn normal_session(
         stop: stop.clone(),
         window: CmdWindow::new(est.cmd_sn, server.config.queue_depth),
         tasks: Mutex::new(HashMap::new()),
+        hangup: HangupProbe::new(rd.get_ref().as_ref()).ok(),
     });
+    // Sessions whose initiator has gone but whose task has not run yet
+    // end here, before this session's first command can meet their
+    // PREVENT or RESERVE (see `hangup`). Their tasks still clean up on
+    // their own; ending a nexus twice is harmless.
+    for gone in server.registry.take_hung_up(&target.name) {
+        info!(initiator = %gone.nexus.initiator_port, "ending a session whose initiator has gone");
+        gone.stop.cancel();
+        for lu in target.luns.values() {
+            lu.nexus_lost(&gone.nexus);
+        }
+    }
     if let Some(old) = server.registry.insert(&initiator, est.isid, shared.clone()) {
         // Session reinstatement: the old session ends before this one runs.
         info!(initiator = %nexus.initiator_port, "reinstating session");

@@ -8,6 +8,7 @@ mod connection;
 pub mod dataout;
 #[cfg(not(fuzzing))]
 mod dataout;
+mod hangup;
 mod registry;
 mod response;
 mod seq;

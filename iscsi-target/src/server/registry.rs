@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::scsi::ItNexus;
 
+use super::hangup::HangupProbe;
 use super::seq::CmdWindow;
 
 /// A command running on a logical unit.
@@ -29,6 +30,9 @@ pub struct SessionShared {
     pub stop: CancellationToken,
     pub window: CmdWindow,
     pub tasks: Mutex<HashMap<u32, RunningTask>>,
+    /// None when the socket could not be duplicated (out of descriptors):
+    /// such a session ends only when its own task sees the close.
+    pub hangup: Option<HangupProbe>,
 }
 
 impl SessionShared {
@@ -111,6 +115,19 @@ impl Registry {
         }
     }
 
+    /// Takes out the sessions of `target` whose initiator has hung up but
+    /// whose task has not yet seen it, so that the caller can end their
+    /// nexuses now (see `hangup`).
+    pub fn take_hung_up(&self, target: &str) -> Vec<Arc<SessionShared>> {
+        let mut m = self.map();
+        let gone: Vec<SessionKey> = m
+            .iter()
+            .filter(|(k, s)| k.target == target && s.hangup.as_ref().is_some_and(HangupProbe::hung_up))
+            .map(|(k, _)| k.clone())
+            .collect();
+        gone.iter().filter_map(|k| m.remove(k)).collect()
+    }
+
     pub fn find_tsih(&self, tsih: u16) -> bool {
         self.map().values().any(|s| s.tsih == tsih)
     }
@@ -137,5 +154,68 @@ impl Registry {
             .values()
             .map(|s| SessionInfo { initiator_port: s.nexus.initiator_port.clone(), target: s.target.clone(), tsih: s.tsih })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    fn session(id: u64, target: &str, socket: &TcpStream) -> Arc<SessionShared> {
+        Arc::new(SessionShared {
+            nexus: Arc::new(ItNexus {
+                id,
+                initiator_port: format!("iqn.2026-11.test:i,i,0x00000000000{id}"),
+                initiator_name: "iqn.2026-11.test:i".into(),
+                isid: [0, 0, 0, 0, 0, id as u8],
+                target_port: format!("{target},t,0x0001"),
+                relative_port: 1,
+            }),
+            target: target.into(),
+            tsih: id as u16,
+            stop: CancellationToken::new(),
+            window: CmdWindow::new(1, 16),
+            tasks: Mutex::new(HashMap::new()),
+            hangup: HangupProbe::new(socket).ok(),
+        })
+    }
+
+    /// Three sessions: one of the target whose initiator hung up, one of
+    /// the target still connected, and a hung-up one of another target.
+    /// Only the first is taken out, and only once.
+    #[test]
+    fn takes_only_the_hung_up_sessions_of_the_target() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut sockets = Vec::new();
+        for _ in 0..3 {
+            clients.push(Some(TcpStream::connect(addr).unwrap()));
+            sockets.push(listener.accept().unwrap().0);
+        }
+        let registry = Registry::default();
+        let sessions: Vec<_> = [(1, "iqn.t:a"), (2, "iqn.t:a"), (3, "iqn.t:b")]
+            .iter()
+            .zip(&sockets)
+            .map(|((id, target), s)| session(*id, target, s))
+            .collect();
+        for s in &sessions {
+            assert!(registry.insert(&s.nexus.initiator_name, s.nexus.isid, s.clone()).is_none());
+        }
+        clients[0] = None;
+        clients[2] = None;
+        // Bounded wait for the FINs to cross loopback.
+        let gone = (0..100)
+            .find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                sessions[0].hangup.as_ref().is_some_and(HangupProbe::hung_up).then(|| registry.take_hung_up("iqn.t:a"))
+            })
+            .expect("the closed connection was never seen");
+        assert_eq!(gone.iter().map(|s| s.nexus.id).collect::<Vec<_>>(), vec![1]);
+        assert!(registry.take_hung_up("iqn.t:a").is_empty());
+        let left: Vec<u16> = registry.of_target("iqn.t:a").iter().map(|s| s.tsih).collect();
+        assert_eq!(left, vec![2]);
+        assert_eq!(registry.of_target("iqn.t:b").len(), 1);
     }
 }
