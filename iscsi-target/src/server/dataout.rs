@@ -57,6 +57,10 @@ struct Burst {
 pub struct WriteCollector {
     limits: TransferLimits,
     total: u32,
+    /// The data so far, grown in offset order: data that arrives in order
+    /// (always, when DataPDUInOrder and DataSequenceInOrder are Yes) is
+    /// appended, so the buffer is never zeroed first. Data beyond the end
+    /// zero-fills the gap it leaves, which the data due there overwrites.
     buf: BytesMut,
     /// Immediate data that covered the whole transfer: kept without a copy.
     whole: Option<Bytes>,
@@ -97,8 +101,8 @@ impl WriteCollector {
         if imm_len == total {
             c.whole = Some(immediate);
         } else {
-            c.buf = BytesMut::zeroed(total as usize);
-            c.buf[..immediate.len()].copy_from_slice(&immediate);
+            c.buf = BytesMut::with_capacity(total as usize);
+            c.buf.extend_from_slice(&immediate);
         }
         Ok(c)
     }
@@ -136,6 +140,17 @@ impl WriteCollector {
         out
     }
 
+    /// Puts validated data at `at`: appended when it comes in order, else
+    /// past a zero-filled gap or over one.
+    fn place(&mut self, at: usize, data: &[u8]) {
+        if at > self.buf.len() {
+            self.buf.resize(at, 0);
+        }
+        let over = (self.buf.len() - at).min(data.len());
+        self.buf[at..at + over].copy_from_slice(&data[..over]);
+        self.buf.extend_from_slice(&data[over..]);
+    }
+
     /// Takes one Data-Out PDU for this command.
     pub fn on_data_out(&mut self, d: &DataOut) -> Result<(), DataOutError> {
         let len = d.data.len() as u32;
@@ -169,7 +184,7 @@ impl WriteCollector {
         }
         burst.next = end;
         burst.next_data_sn += 1;
-        self.buf[d.buffer_offset as usize..end as usize].copy_from_slice(&d.data);
+        self.place(d.buffer_offset as usize, &d.data);
         self.received += len;
         if done {
             match burst_idx {
@@ -239,6 +254,32 @@ mod tests {
         let data = c.into_data();
         assert_eq!(data.len(), 40960);
         assert_eq!(data[8192], 16);
+    }
+
+    /// Bursts answered out of order (an initiator may, when it negotiates
+    /// DataSequenceInOrder=No) still land at their offsets, the gap the
+    /// later burst left filled by the earlier one.
+    #[test]
+    fn bursts_out_of_order_land_at_their_offsets() {
+        let mut c = WriteCollector::new(limits(true), 32768, Bytes::new()).unwrap();
+        let mut t = 0;
+        let r: Vec<u32> = c
+            .r2ts(|| {
+                t += 1;
+                t
+            })
+            .iter()
+            .map(|r| r.ttt)
+            .collect();
+        assert_eq!(r.len(), 2);
+        c.on_data_out(&dout(r[1], 0, 16384, 8192, false)).unwrap();
+        c.on_data_out(&dout(r[0], 0, 0, 8192, false)).unwrap();
+        c.on_data_out(&dout(r[1], 1, 24576, 8192, true)).unwrap();
+        c.on_data_out(&dout(r[0], 1, 8192, 8192, true)).unwrap();
+        assert!(c.is_complete());
+        let data = c.into_data();
+        let want: Vec<u8> = (0..32768u32).map(|i| (i / 8192 * 16) as u8).collect();
+        assert_eq!(&data[..], &want[..]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::pdu::{Bhs, DecodeError, Digests, EncodedPdu, Pdu, BHS_LEN};
@@ -25,8 +25,8 @@ pub enum ReadError {
 /// cannot make us allocate arbitrary memory.
 pub async fn read_pdu<R: AsyncRead + Unpin>(r: &mut R, d: Digests, max_data: usize) -> Result<Pdu, ReadError> {
     let (header, bhs, data_len) = read_header(r, d, max_data).await?;
-    let mut data = BytesMut::zeroed(data_len);
-    r.read_exact(&mut data).await?;
+    let mut data = BytesMut::with_capacity(data_len);
+    read_onto(r, &mut data, data_len).await?;
     Pdu::decode(&header, data.freeze(), d).map_err(|error| ReadError::Bad { error, bhs })
 }
 
@@ -40,12 +40,25 @@ pub async fn read_pdu_buffered<R: AsyncRead + Unpin>(
     max_data: usize,
 ) -> Result<Pdu, ReadError> {
     let (header, bhs, data_len) = read_header(r, d, max_data).await?;
-    let mut data = BytesMut::zeroed(data_len);
+    let mut data = BytesMut::with_capacity(data_len);
     let n = r.buffer().len().min(data_len);
-    data[..n].copy_from_slice(&r.buffer()[..n]);
+    data.extend_from_slice(&r.buffer()[..n]);
     r.consume(n);
-    r.get_mut().read_exact(&mut data[n..]).await?;
+    read_onto(r.get_mut(), &mut data, data_len - n).await?;
     Pdu::decode(&header, data.freeze(), d).map_err(|error| ReadError::Bad { error, bhs })
+}
+
+/// Reads exactly `len` more bytes onto the end of `data`, straight into
+/// its spare capacity: a data segment is not zeroed before it is read.
+async fn read_onto<R: AsyncRead + Unpin>(r: &mut R, data: &mut BytesMut, len: usize) -> io::Result<()> {
+    let end = data.len() + len;
+    while data.len() < end {
+        let want = end - data.len();
+        if r.read_buf(&mut (&mut *data).limit(want)).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 /// Reads the BHS and the rest of the header; returns the header, the raw
