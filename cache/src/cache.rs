@@ -251,8 +251,17 @@ impl Cache {
     /// short locks and copies into the page cache, and only the parts that
     /// may block leave the async worker (see [`may_block`]).
     pub async fn write(&self, id: ChunkId, offset: u32, data: Bytes) -> Result<()> {
+        self.write_checksummed(id, offset, data, None).await
+    }
+
+    /// [`write`](Self::write), with the CRC-32C of each sector of `data`
+    /// (from its start) computed by the caller while the data was still in
+    /// the CPU's caches; the cache then need not read `data` once more to
+    /// checksum it. They are used when the write covers whole sectors and
+    /// there is one per sector; otherwise the cache computes its own.
+    pub async fn write_checksummed(&self, id: ChunkId, offset: u32, data: Bytes, crcs: Option<&[u32]>) -> Result<()> {
         loop {
-            match self.inner.write(id, offset, &data)? {
+            match self.inner.write(id, offset, &data, crcs)? {
                 WriteStep::Done => return Ok(()),
                 WriteStep::AwaitDurable(epoch) => self.await_durable(epoch).await?,
                 WriteStep::AwaitSpace => self.await_space().await?,

@@ -35,7 +35,7 @@ impl Inner {
         Ok((u64::from(offset) / sector) as u32..end.div_ceil(sector) as u32)
     }
 
-    pub fn write(&self, id: ChunkId, offset: u32, data: &Bytes) -> Result<WriteStep> {
+    pub fn write(&self, id: ChunkId, offset: u32, data: &Bytes, crcs: Option<&[u32]>) -> Result<WriteStep> {
         self.check_healthy()?;
         let sectors = self.sector_range(offset, data.len())?;
         // A flush takes the gate only to close its epoch, but waits for the
@@ -101,8 +101,14 @@ impl Inner {
             (None, None) => return Err(Error::Failed(format!("{id}: new chunk without a slot"))),
         };
 
-        let write_result = self.disk(chunk.current.slot.disk).and_then(|disk| {
-            self.checksum_and_write(&disk, &mut chunk.current, sectors.start, &buffer)
+        // The caller's checksums fit only a write of whole sectors, which
+        // `assemble` passes through unwidened.
+        let sector = self.config.sector_size as usize;
+        let whole_sectors = offset as usize % sector == 0 && data.len() % sector == 0;
+        let crcs = crcs.filter(|c| whole_sectors && c.len() == sectors.len());
+        let write_result = self.disk(chunk.current.slot.disk).and_then(|disk| match crcs {
+            Some(crcs) => self.write_checksummed(&disk, &mut chunk.current, sectors.start, &buffer, crcs),
+            None => self.checksum_and_write(&disk, &mut chunk.current, sectors.start, &buffer),
         });
         if let Err(error) = write_result {
             if let Some(slot) = fresh_slot {
@@ -237,6 +243,14 @@ impl Inner {
         let first = first as usize;
         crate::crc::sectors(data, sector, &mut slot.crcs[first..first + data.len() / sector]);
         disk.write_at(slot.slot.slot, (first * sector) as u64, data)
+    }
+
+    /// Records `crcs`, the caller's checksums of the whole sectors of
+    /// `data`, then writes it into the slot.
+    fn write_checksummed(&self, disk: &Disk, slot: &mut SlotData, first: u32, data: &[u8], crcs: &[u32]) -> Result<()> {
+        let first = first as usize;
+        slot.crcs[first..first + crcs.len()].copy_from_slice(crcs);
+        disk.write_at(slot.slot.slot, (first * self.config.sector_size as usize) as u64, data)
     }
 
     /// Writes the sectors of `runs` from `data` (which starts at sector

@@ -73,3 +73,38 @@ async fn torn_data_of_an_unflushed_write_is_never_exposed_after_a_crash() {
     assert!(read.complete);
     assert_eq!(&read.data[..], &pattern(0x22)[..]);
 }
+
+/// Checksums the caller computed (`write_checksummed`) are kept as given
+/// for a write of whole sectors: right ones read back, and a wrong one is
+/// caught as corruption, so they are not recomputed behind the caller's
+/// back. A write that is not whole sectors ignores them.
+#[tokio::test]
+async fn caller_checksums_are_kept_for_whole_sector_writes_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = common::config(dir.path(), CHUNK, 16, 8, 4);
+    let cache = common::open(&config);
+    let data = Bytes::from(pattern(0x3C));
+    let mut crcs: Vec<u32> = data.chunks(4096).map(crc32c::crc32c).collect();
+
+    let good = ChunkId::new(2, 0);
+    cache.write_checksummed(good, 4096, data.clone(), Some(&crcs)).await.expect("write");
+    cache.flush().await.expect("flush");
+    drop(cache);
+    let cache = common::open(&config);
+    let read = cache.read(good, 4096, 8192).await.expect("read after reopen");
+    assert_eq!(read.data, data);
+
+    let bad = ChunkId::new(2, 1);
+    crcs[1] ^= 1;
+    cache.write_checksummed(bad, 0, data.clone(), Some(&crcs)).await.expect("write");
+    assert_eq!(cache.read(bad, 0, 4096).await.expect("first sector").data, data.slice(..4096));
+    assert_eq!(cache.read(bad, 4096, 4096).await.expect_err("wrong checksum kept").kind(), ErrorKind::Corruption);
+
+    // Not whole sectors: the sector is read, merged and checksummed by the
+    // cache itself, whatever the caller passed.
+    cache.write_checksummed(good, 4096 + 512, data.slice(..512), Some(&crcs[..1])).await.expect("partial write");
+    let read = cache.read(good, 4096, 4096).await.expect("merged sector");
+    let mut want = data.slice(..4096).to_vec();
+    want[512..1024].copy_from_slice(&data[..512]);
+    assert_eq!(read.data, want);
+}

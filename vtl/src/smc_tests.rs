@@ -192,7 +192,7 @@ impl Rig {
     }
 
     async fn exec_as(&self, n: &Arc<ItNexus>, cdb: &[u8]) -> ScsiResponse {
-        let req = ScsiRequest { nexus: n.clone(), lun: 0, cdb: Bytes::copy_from_slice(cdb), data_out: Bytes::new() };
+        let req = ScsiRequest { nexus: n.clone(), lun: 0, cdb: Bytes::copy_from_slice(cdb), data_out: Bytes::new(), data_out_checksums: None };
         self.changer.execute(req).await
     }
 
@@ -206,6 +206,7 @@ impl Rig {
             lun: 0,
             cdb: Bytes::copy_from_slice(cdb),
             data_out: Bytes::copy_from_slice(data_out),
+            data_out_checksums: None,
         };
         self.changer.execute(req).await
     }

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use cache::{ChunkId as CacheChunkId, ErrorKind as CacheErrorKind, ReadOutcome};
 use iscsi_target::scsi::block::{BlockDevice, Provisioning};
-use iscsi_target::scsi::{BlockCount, Lba};
+use iscsi_target::scsi::{BlockCount, DataOutChecksums, Lba};
 use tokio::sync::{Notify, OnceCell, RwLock};
 
 use super::engine::{ChunkOwner, Engine, JobKind, Uploaded};
@@ -549,11 +549,39 @@ impl CachedVolume {
         ids
     }
 
-    async fn write_piece(&self, piece: Piece, data: Bytes) -> io::Result<()> {
+    /// A command's write, cut at chunk boundaries. `checksums` (in cache
+    /// sectors, from the start of `data`) go with each piece that is whole
+    /// sectors.
+    async fn write_blocks(&self, lba: Lba, data: Bytes, fua: bool, checksums: Option<&DataOutChecksums>) -> io::Result<()> {
+        let started = Instant::now();
+        let start = lba.0 * u64::from(BLOCK_SIZE);
+        let len = data.len() as u64;
+        {
+            let _gate = self.gate.read().await;
+            let mut at = 0usize;
+            for p in pieces(start, len, self.chunk_size) {
+                let part = data.slice(at..at + p.len as usize);
+                let crcs = checksums.and_then(|c| c.range(at, part.len()));
+                at += p.len as usize;
+                self.write_piece(p, part, crcs).await?;
+            }
+        }
+        if fua {
+            self.engine.cache.flush().await.map_err(cache_err)?;
+        }
+        self.engine.note_write();
+        self.series.write_bytes.inc_by(len);
+        self.series.write_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Writes one chunk's part of a command; `crcs`, the transport's
+    /// checksums of `data`'s sectors, spare the cache reading it again.
+    async fn write_piece(&self, piece: Piece, data: Bytes, crcs: Option<&[u32]>) -> io::Result<()> {
         self.capture_if_pending(piece.index).await?;
         let id = self.cache_id(piece.index);
         for _ in 0..WRITE_ATTEMPTS {
-            match self.engine.cache.write(id, piece.offset, data.clone()).await {
+            match self.engine.cache.write_checksummed(id, piece.offset, data.clone(), crcs).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == CacheErrorKind::InvalidInput => {
                     // A sector written in part must hold its old content.
@@ -693,25 +721,17 @@ impl BlockDevice for CachedVolume {
     }
 
     async fn write(&self, lba: Lba, data: Bytes, fua: bool) -> io::Result<()> {
-        let started = Instant::now();
-        let start = lba.0 * u64::from(BLOCK_SIZE);
-        let len = data.len() as u64;
-        {
-            let _gate = self.gate.read().await;
-            let mut at = 0usize;
-            for p in pieces(start, len, self.chunk_size) {
-                let part = data.slice(at..at + p.len as usize);
-                at += p.len as usize;
-                self.write_piece(p, part).await?;
-            }
-        }
-        if fua {
-            self.engine.cache.flush().await.map_err(cache_err)?;
-        }
-        self.engine.note_write();
-        self.series.write_bytes.inc_by(len);
-        self.series.write_seconds.observe(started.elapsed().as_secs_f64());
-        Ok(())
+        self.write_blocks(lba, data, fua, None).await
+    }
+
+    /// The cache's sectors: the transport checksums WRITE data in them.
+    fn checksum_granule(&self) -> Option<u32> {
+        Some(self.sector_size)
+    }
+
+    async fn write_checksummed(&self, lba: Lba, data: Bytes, fua: bool, checksums: &DataOutChecksums) -> io::Result<()> {
+        let fits = checksums.granule == self.sector_size;
+        self.write_blocks(lba, data, fua, Some(checksums).filter(|_| fits)).await
     }
 
     async fn flush(&self) -> io::Result<()> {
@@ -730,7 +750,7 @@ impl BlockDevice for CachedVolume {
                 whole_end = p.index + 1;
             } else {
                 // Part of a chunk reads back as zeros: write them.
-                self.write_piece(p, Bytes::from_static(&ZEROS[..p.len as usize])).await?;
+                self.write_piece(p, Bytes::from_static(&ZEROS[..p.len as usize]), None).await?;
             }
         }
         if let Some(first) = whole_start {

@@ -143,7 +143,9 @@ fuzz_target!(|input: &[u8]| {
     };
     let total = u32::from_be_bytes([0, head[7] & 1, head[8], head[9]]);
     let imm_len = u16_at(head, 10).min(total).min(limits.max_recv_data_segment_length);
-    let c = match WriteCollector::new(limits, total, payload(0, imm_len)) {
+    // Checksums for a unit that asks for them, in 512-byte granules.
+    let granule = (head[0] & 8 != 0).then_some(512u32);
+    let c = match WriteCollector::new(limits, total, payload(0, imm_len), granule) {
         Ok(c) => c,
         Err(_) => {
             assert!(imm_len > limits.first_burst_length.min(total));
@@ -213,7 +215,16 @@ fuzz_target!(|input: &[u8]| {
     let missing = h.covered.iter().filter(|&&c| !c).count();
     assert!(h.c.is_complete(), "the transfer cannot be completed: {missing} of {total} bytes never asked for");
     assert!(h.covered.iter().all(|&c| c), "complete with bytes missing");
-    let data = h.c.into_data();
+    let collected = h.c.into_data();
+    let data = collected.data;
     assert_eq!(data.len(), total as usize);
     assert!(data.iter().enumerate().all(|(o, &b)| b == pattern(o as u32)), "data out of place");
+    // Data in order keeps its checksums, and they are right.
+    if let (Some(g), Some(sums)) = (granule, collected.checksums) {
+        assert_eq!(sums.crcs.len(), (total / g) as usize);
+        for (i, crc) in sums.crcs.iter().enumerate() {
+            let at = i * g as usize;
+            assert_eq!(*crc, crc32c::crc32c(&data[at..at + g as usize]), "checksum of granule {i}");
+        }
+    }
 });

@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::lu::DataOutChecksums;
 use super::types::{BlockCount, Lba};
 
 /// Whether a block range holds data or is deallocated (thin provisioning).
@@ -40,6 +41,18 @@ pub trait BlockDevice: Send + Sync {
     /// Writes whole blocks at `lba`. With `fua` the data is durable before
     /// this returns.
     async fn write(&self, lba: Lba, data: Bytes, fua: bool) -> io::Result<()>;
+    /// The granule in which the device keeps a CRC-32C of what it stores,
+    /// if it does; writes may then come with those checksums computed
+    /// ([`write_checksummed`](Self::write_checksummed)).
+    fn checksum_granule(&self) -> Option<u32> {
+        None
+    }
+    /// [`write`](Self::write), with the checksums of `data` in the device's
+    /// granule, computed by the transport as the data arrived.
+    async fn write_checksummed(&self, lba: Lba, data: Bytes, fua: bool, checksums: &DataOutChecksums) -> io::Result<()> {
+        let _ = checksums;
+        self.write(lba, data, fua).await
+    }
     /// The largest write [`write_atomic`](Self::write_atomic) accepts; zero
     /// when the device cannot make multi-block writes crash-atomic.
     fn atomic_write_limit(&self) -> BlockCount {

@@ -52,6 +52,30 @@ pub struct ScsiRequest {
     /// Data-out, exactly what the initiator sent (may be shorter than the
     /// CDB implies; the device checks).
     pub data_out: Bytes,
+    /// Checksums of `data_out` that the transport computed as it arrived,
+    /// when the unit asked for them
+    /// ([`LogicalUnit::data_out_checksum_granule`]).
+    pub data_out_checksums: Option<Arc<DataOutChecksums>>,
+}
+
+/// The CRC-32C (Castagnoli) of each whole `granule` bytes of a data-out
+/// buffer, from its start; a partial granule at the end has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataOutChecksums {
+    pub granule: u32,
+    pub crcs: Vec<u32>,
+}
+
+impl DataOutChecksums {
+    /// The checksums of `len` bytes at `at` of the buffer, if that range is
+    /// whole granules.
+    pub fn range(&self, at: usize, len: usize) -> Option<&[u32]> {
+        let g = self.granule as usize;
+        if g == 0 || at % g != 0 || len % g != 0 {
+            return None;
+        }
+        self.crcs.get(at / g..(at + len) / g)
+    }
 }
 
 /// SAM status codes.
@@ -143,4 +167,14 @@ pub trait LogicalUnit: Send + Sync {
 
     /// A nexus ended (logout, connection loss, session reinstatement).
     fn nexus_lost(&self, nexus: &ItNexus);
+
+    /// For a command with data-out: the granule in which the unit would
+    /// checksum that data (CRC-32C) before storing it, if it does. The
+    /// transport then computes the checksums as each Data-Out PDU arrives,
+    /// while the data is still in the CPU's caches, instead of the unit
+    /// reading the whole buffer back from memory later.
+    fn data_out_checksum_granule(&self, cdb: &[u8]) -> Option<u32> {
+        let _ = cdb;
+        None
+    }
 }

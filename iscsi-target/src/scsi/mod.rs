@@ -29,7 +29,7 @@ pub mod spc;
 pub mod types;
 
 pub use copy::CopyTargets;
-pub use lu::{ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus};
+pub use lu::{DataOutChecksums, ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus};
 pub use sbc::DiskUnit;
 pub use sense::{Sense, SenseKey};
 pub use spc::{DeviceIdentity, DeviceType, SpcCore, SpcDevice};

@@ -20,7 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::block::{BlockDevice, Provisioning};
 use super::cdb::{ByteCheck, DiskCommand, SbcCommand};
 use super::copy::{CopyManager, CopyTargets};
-use super::lu::{ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus};
+use super::lu::{DataOutChecksums, ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus};
 use super::opcodes::{Features, DISK_OPCODES, DISK_SBC};
 use super::range_lock::RangeLock;
 use super::sense::Sense;
@@ -196,17 +196,39 @@ impl DiskUnit {
     /// Write under the range lock (callers that read-modify-write hold it
     /// already and use [`write_locked`](Self::write_locked)).
     pub(crate) async fn write_blocks(&self, lba: Lba, data: Bytes, fua: bool) -> Result<(), Sense> {
-        let count = BlockCount(data.len() as u64 / self.dev.block_size() as u64);
-        let _guard = self.writes.lock(lba, count).await;
-        self.write_locked(lba, data, fua).await
+        self.write_blocks_checksummed(lba, data, fua, None).await
     }
 
-    async fn write_locked(&self, lba: Lba, data: Bytes, fua: bool) -> Result<(), Sense> {
+    /// [`write_blocks`](Self::write_blocks) with the transport's checksums
+    /// of `data` (a prefix of the data-out they were computed on).
+    async fn write_blocks_checksummed(
+        &self,
+        lba: Lba,
+        data: Bytes,
+        fua: bool,
+        checksums: Option<&DataOutChecksums>,
+    ) -> Result<(), Sense> {
+        let count = BlockCount(data.len() as u64 / self.dev.block_size() as u64);
+        let _guard = self.writes.lock(lba, count).await;
+        self.write_locked(lba, data, fua, checksums).await
+    }
+
+    async fn write_locked(
+        &self,
+        lba: Lba,
+        data: Bytes,
+        fua: bool,
+        checksums: Option<&DataOutChecksums>,
+    ) -> Result<(), Sense> {
         if data.is_empty() {
             return Ok(());
         }
         let fua = self.force_unit_access(fua);
-        self.dev.write(lba, data, fua).await.map_err(|e| {
+        let written = match checksums {
+            Some(sums) => self.dev.write_checksummed(lba, data, fua, sums).await,
+            None => self.dev.write(lba, data, fua).await,
+        };
+        written.map_err(|e| {
             tracing::warn!(lba = lba.0, error = %e, "write failed");
             Sense::WRITE_ERROR.with_info(lba.0)
         })
@@ -221,7 +243,8 @@ impl DiskUnit {
             SbcCommand::Write { lba, count, fua, .. } => {
                 self.writable()?;
                 self.check_transfer(lba, count, transfer_length_byte(&req.cdb))?;
-                self.write_blocks(lba, self.write_data(req, count.0), fua).await?;
+                let data = self.write_data(req, count.0);
+                self.write_blocks_checksummed(lba, data, fua, req.data_out_checksums.as_deref()).await?;
                 Ok(ScsiResponse::good())
             }
             SbcCommand::WriteAndVerify { lba, count, .. } => {
@@ -258,7 +281,7 @@ impl DiskUnit {
                 let _guard = self.writes.lock(lba, count).await;
                 let old = self.read_blocks(lba, count).await?;
                 let merged: Vec<u8> = old.iter().zip(data.iter()).map(|(a, b)| a | b).collect();
-                self.write_locked(lba, merged.into(), fua).await?;
+                self.write_locked(lba, merged.into(), fua, None).await?;
                 Ok(ScsiResponse::good())
             }
             SbcCommand::CompareAndWrite { lba, count, fua, .. } => self.compare_and_write(req, lba, count, fua).await,
@@ -385,7 +408,7 @@ impl DiskUnit {
         if let Some(offset) = first_difference(&current, &verify) {
             return Err(Sense::miscompare_at(offset as u64));
         }
-        self.write_locked(lba, write, fua).await?;
+        self.write_locked(lba, write, fua, None).await?;
         Ok(ScsiResponse::good())
     }
 
@@ -428,7 +451,7 @@ impl DiskUnit {
         let end = lba.0 + count.0;
         while at < end {
             let n = per_chunk.min(end - at);
-            self.write_locked(Lba(at), pattern.slice(..n as usize * bs), false).await?;
+            self.write_locked(Lba(at), pattern.slice(..n as usize * bs), false, None).await?;
             at += n;
         }
         Ok(ScsiResponse::good())
@@ -647,6 +670,14 @@ impl LogicalUnit for DiskUnit {
     fn nexus_lost(&self, nexus: &ItNexus) {
         self.core.nexus_lost(nexus);
         self.copies.nexus_lost(nexus);
+    }
+
+    /// WRITE (6, 10, 12, 16), whose data goes to the device as it came.
+    fn data_out_checksum_granule(&self, cdb: &[u8]) -> Option<u32> {
+        match cdb.first() {
+            Some(0x0A | 0x2A | 0xAA | 0x8A) => self.dev.checksum_granule(),
+            _ => None,
+        }
     }
 }
 

@@ -725,6 +725,7 @@ pub(crate) mod testutil {
             lun: 0,
             cdb: Bytes::copy_from_slice(cdb),
             data_out: Bytes::copy_from_slice(data_out),
+            data_out_checksums: None,
         }
     }
 }

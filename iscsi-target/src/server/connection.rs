@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::dataout::{TransferLimits, WriteCollector};
+use super::dataout::{Collected, TransferLimits, WriteCollector};
 use super::hangup::HangupProbe;
 use super::registry::{RunningTask, SessionShared};
 use super::response::{self, CommandShape, DataInLimits};
@@ -530,8 +530,9 @@ impl Session {
                 }
                 return self.send(reject_pdu(reject_reason::PROTOCOL_ERROR, &Pdu::ScsiCommand(cmd))).await;
             }
+            let granule = self.lu(cmd.lun).and_then(|(_, lu)| lu.data_out_checksum_granule(&cmd.cdb));
             let mut collector =
-                match WriteCollector::new(self.transfer_limits(), cmd.expected_data_len, cmd.data.clone()) {
+                match WriteCollector::new(self.transfer_limits(), cmd.expected_data_len, cmd.data.clone(), granule) {
                     Ok(c) => c,
                     Err(e) => {
                         debug!(error = %e, "bad immediate data");
@@ -542,8 +543,7 @@ impl Session {
                     }
                 };
             if collector.is_complete() {
-                let data = collector.into_data();
-                self.dispatch(cmd, data);
+                self.dispatch(cmd, collector.into_data());
                 return Flow::Continue;
             }
             let r2ts = self.r2ts(&mut collector, &cmd);
@@ -555,7 +555,7 @@ impl Session {
             }
             return Flow::Continue;
         }
-        self.dispatch(cmd, Bytes::new());
+        self.dispatch(cmd, Collected { data: Bytes::new(), checksums: None });
         Flow::Continue
     }
 
@@ -637,7 +637,7 @@ impl Session {
     }
 
     /// Runs a command on its logical unit in a task of its own.
-    fn dispatch(&self, cmd: ScsiCommand, data_out: Bytes) {
+    fn dispatch(&self, cmd: ScsiCommand, data_out: Collected) {
         let shape = CommandShape {
             itt: cmd.itt,
             lun: cmd.lun,
@@ -659,7 +659,8 @@ impl Session {
             nexus: self.shared.nexus.clone(),
             lun: target_scsi::decode_lun(cmd.lun).unwrap_or(u64::MAX),
             cdb: cmd.cdb.clone(),
-            data_out,
+            data_out: data_out.data,
+            data_out_checksums: data_out.checksums.map(Arc::new),
         };
         let shared = self.shared.clone();
         let tx = self.tx.clone();

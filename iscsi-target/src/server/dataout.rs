@@ -4,8 +4,10 @@
 //! the R2Ts this hands back.
 
 use bytes::{Bytes, BytesMut};
+use crc_fast::CrcAlgorithm;
 
 use crate::pdu::{DataOut, RESERVED_TAG};
+use crate::scsi::DataOutChecksums;
 
 /// The negotiated limits that shape a transfer.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +66,10 @@ pub struct WriteCollector {
     buf: BytesMut,
     /// Immediate data that covered the whole transfer: kept without a copy.
     whole: Option<Bytes>,
+    /// Checksums of each whole granule received so far, for a unit that
+    /// asked for them: computed just after the data is copied in, while it
+    /// is still in the CPU's caches. Dropped if data arrives out of order.
+    checksums: Option<DataOutChecksums>,
     received: u32,
     unsolicited: Option<Burst>,
     solicited: Vec<Burst>,
@@ -74,8 +80,14 @@ pub struct WriteCollector {
 
 impl WriteCollector {
     /// Starts collecting `total` bytes (the expected data transfer length)
-    /// given the command's immediate data.
-    pub fn new(limits: TransferLimits, total: u32, immediate: Bytes) -> Result<Self, DataOutError> {
+    /// given the command's immediate data; with `checksum_granule`, also
+    /// the CRC-32C of every granule.
+    pub fn new(
+        limits: TransferLimits,
+        total: u32,
+        immediate: Bytes,
+        checksum_granule: Option<u32>,
+    ) -> Result<Self, DataOutError> {
         let first_burst = limits.first_burst_length.min(total);
         let imm_len = immediate.len() as u32;
         if imm_len > first_burst {
@@ -87,6 +99,7 @@ impl WriteCollector {
             total,
             buf: BytesMut::new(),
             whole: None,
+            checksums: checksum_granule.filter(|g| *g > 0).map(|granule| DataOutChecksums { granule, crcs: Vec::new() }),
             received: imm_len,
             unsolicited: (unsolicited_end > imm_len).then_some(Burst {
                 ttt: RESERVED_TAG,
@@ -99,10 +112,13 @@ impl WriteCollector {
             next_r2t_sn: 0,
         };
         if imm_len == total {
+            if let Some(sums) = c.checksums.as_mut() {
+                checksum_granules(sums, &immediate);
+            }
             c.whole = Some(immediate);
         } else {
             c.buf = BytesMut::with_capacity(total as usize);
-            c.buf.extend_from_slice(&immediate);
+            c.place(0, &immediate);
         }
         Ok(c)
     }
@@ -111,12 +127,13 @@ impl WriteCollector {
         self.received == self.total
     }
 
-    /// The collected data-out, once complete.
-    pub fn into_data(self) -> Bytes {
-        match self.whole {
+    /// The collected data-out and its checksums, once complete.
+    pub fn into_data(self) -> Collected {
+        let data = match self.whole {
             Some(b) => b,
             None => self.buf.freeze(),
-        }
+        };
+        Collected { data, checksums: self.checksums }
     }
 
     /// R2Ts to send now, keeping at most MaxOutstandingR2T outstanding.
@@ -143,12 +160,18 @@ impl WriteCollector {
     /// Puts validated data at `at`: appended when it comes in order, else
     /// past a zero-filled gap or over one.
     fn place(&mut self, at: usize, data: &[u8]) {
+        if at != self.buf.len() {
+            self.checksums = None;
+        }
         if at > self.buf.len() {
             self.buf.resize(at, 0);
         }
         let over = (self.buf.len() - at).min(data.len());
         self.buf[at..at + over].copy_from_slice(&data[..over]);
         self.buf.extend_from_slice(&data[over..]);
+        if let Some(sums) = self.checksums.as_mut() {
+            checksum_granules(sums, &self.buf);
+        }
     }
 
     /// Takes one Data-Out PDU for this command.
@@ -198,6 +221,25 @@ impl WriteCollector {
     }
 }
 
+/// A command's data-out as collected.
+#[derive(Debug)]
+pub struct Collected {
+    pub data: Bytes,
+    pub checksums: Option<DataOutChecksums>,
+}
+
+/// Extends `sums` over the whole granules of `data` (the buffer from its
+/// start) that it does not cover yet.
+fn checksum_granules(sums: &mut DataOutChecksums, data: &[u8]) {
+    let g = sums.granule as usize;
+    let mut from = sums.crcs.len() * g;
+    while let Some(granule) = data.get(from..from + g) {
+        // CRC-32C fits in 32 bits; the crate returns every width as a u64.
+        sums.crcs.push(crc_fast::checksum(CrcAlgorithm::Crc32Iscsi, granule) as u32);
+        from += g;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,14 +270,14 @@ mod tests {
     #[test]
     fn immediate_covers_everything_without_a_copy() {
         let imm = Bytes::from(vec![7u8; 4096]);
-        let c = WriteCollector::new(limits(false), 4096, imm.clone()).unwrap();
+        let c = WriteCollector::new(limits(false), 4096, imm.clone(), None).unwrap();
         assert!(c.is_complete());
-        assert_eq!(c.into_data().as_ptr(), imm.as_ptr());
+        assert_eq!(c.into_data().data.as_ptr(), imm.as_ptr());
     }
 
     #[test]
     fn unsolicited_then_solicited() {
-        let mut c = WriteCollector::new(limits(false), 40960, Bytes::from(vec![0u8; 4096])).unwrap();
+        let mut c = WriteCollector::new(limits(false), 40960, Bytes::from(vec![0u8; 4096]), None).unwrap();
         c.on_data_out(&dout(RESERVED_TAG, 0, 4096, 4096, true)).unwrap();
         let mut t = 100;
         let r = c.r2ts(|| {
@@ -251,7 +293,7 @@ mod tests {
         assert!(!c.is_complete());
         c.on_data_out(&dout(102, 1, 32768, 8192, true)).unwrap();
         assert!(c.is_complete());
-        let data = c.into_data();
+        let data = c.into_data().data;
         assert_eq!(data.len(), 40960);
         assert_eq!(data[8192], 16);
     }
@@ -261,7 +303,7 @@ mod tests {
     /// later burst left filled by the earlier one.
     #[test]
     fn bursts_out_of_order_land_at_their_offsets() {
-        let mut c = WriteCollector::new(limits(true), 32768, Bytes::new()).unwrap();
+        let mut c = WriteCollector::new(limits(true), 32768, Bytes::new(), None).unwrap();
         let mut t = 0;
         let r: Vec<u32> = c
             .r2ts(|| {
@@ -277,14 +319,57 @@ mod tests {
         c.on_data_out(&dout(r[1], 1, 24576, 8192, true)).unwrap();
         c.on_data_out(&dout(r[0], 1, 8192, 8192, true)).unwrap();
         assert!(c.is_complete());
-        let data = c.into_data();
+        let data = c.into_data().data;
         let want: Vec<u8> = (0..32768u32).map(|i| (i / 8192 * 16) as u8).collect();
         assert_eq!(&data[..], &want[..]);
     }
 
+    fn expected_crcs(data: &[u8], granule: usize) -> Vec<u32> {
+        data.chunks_exact(granule).map(crc32c::crc32c).collect()
+    }
+
+    /// Checksums come out for the whole granules of the data, whether it
+    /// came as immediate data alone or across PDUs that split granules;
+    /// data out of order drops them (the unit computes its own).
+    #[test]
+    fn checksums_cover_whole_granules_of_data_in_order() {
+        let imm = Bytes::from((0..4096u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+        let c = WriteCollector::new(limits(false), 4096, imm.clone(), Some(1024)).unwrap();
+        let got = c.into_data();
+        assert_eq!(got.checksums.unwrap().crcs, expected_crcs(&imm, 1024));
+
+        // 3000 bytes of immediate data, then PDUs of 3000 and 2192 bytes:
+        // granules of 1024 straddle every PDU boundary.
+        let mut c = WriteCollector::new(limits(false), 8192, Bytes::from(vec![1u8; 3000]), Some(1024)).unwrap();
+        let mut d = dout(RESERVED_TAG, 0, 3000, 3000, false);
+        d.data = Bytes::from(vec![2u8; 3000]);
+        c.on_data_out(&d).unwrap();
+        let mut d = dout(RESERVED_TAG, 1, 6000, 2192, true);
+        d.data = Bytes::from(vec![3u8; 2192]);
+        c.on_data_out(&d).unwrap();
+        let got = c.into_data();
+        assert_eq!(got.checksums.unwrap().crcs, expected_crcs(&got.data, 1024));
+
+        let mut c = WriteCollector::new(limits(true), 32768, Bytes::new(), Some(4096)).unwrap();
+        let mut t = 0;
+        let r: Vec<u32> = c
+            .r2ts(|| {
+                t += 1;
+                t
+            })
+            .iter()
+            .map(|r| r.ttt)
+            .collect();
+        c.on_data_out(&dout(r[1], 0, 16384, 8192, false)).unwrap();
+        c.on_data_out(&dout(r[0], 0, 0, 8192, false)).unwrap();
+        c.on_data_out(&dout(r[1], 1, 24576, 8192, true)).unwrap();
+        c.on_data_out(&dout(r[0], 1, 8192, 8192, true)).unwrap();
+        assert!(c.into_data().checksums.is_none());
+    }
+
     #[test]
     fn bad_datasn_offset_ttt_and_unsolicited_are_errors() {
-        let mut c = WriteCollector::new(limits(true), 8192, Bytes::new()).unwrap();
+        let mut c = WriteCollector::new(limits(true), 8192, Bytes::new(), None).unwrap();
         assert_eq!(c.on_data_out(&dout(RESERVED_TAG, 0, 0, 512, false)), Err(DataOutError::UnsolicitedNotAllowed));
         let r = c.r2ts(|| 5);
         assert_eq!(r.len(), 1);
@@ -300,15 +385,15 @@ mod tests {
     fn unsolicited_burst_must_end_exactly_at_the_first_burst() {
         // Found by the dataout fuzzer: an F bit before FirstBurstLength used
         // to close the unsolicited burst and leave bytes no R2T asked for.
-        let mut c = WriteCollector::new(limits(false), 40960, Bytes::from(vec![0u8; 3])).unwrap();
+        let mut c = WriteCollector::new(limits(false), 40960, Bytes::from(vec![0u8; 3]), None).unwrap();
         assert_eq!(c.on_data_out(&dout(RESERVED_TAG, 0, 3, 3039, true)), Err(DataOutError::Overrun));
-        let mut c = WriteCollector::new(limits(false), 40960, Bytes::new()).unwrap();
+        let mut c = WriteCollector::new(limits(false), 40960, Bytes::new(), None).unwrap();
         assert_eq!(c.on_data_out(&dout(RESERVED_TAG, 0, 0, 8192, false)), Err(DataOutError::Overrun));
     }
 
     #[test]
     fn immediate_longer_than_first_burst_is_refused() {
-        let e = WriteCollector::new(limits(false), 65536, Bytes::from(vec![0u8; 9000])).unwrap_err();
+        let e = WriteCollector::new(limits(false), 65536, Bytes::from(vec![0u8; 9000]), None).unwrap_err();
         assert_eq!(e, DataOutError::ImmediateTooLong);
     }
 }

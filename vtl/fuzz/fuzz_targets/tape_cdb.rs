@@ -61,6 +61,7 @@ fuzz_target!(|input: &[u8]| {
                 lun: 0,
                 cdb: Bytes::copy_from_slice(cdb),
                 data_out: Bytes::copy_from_slice(data),
+                data_out_checksums: None,
             },
         });
     }

@@ -72,6 +72,7 @@ impl Rig {
             lun: 0,
             cdb: Bytes::copy_from_slice(cdb),
             data_out: Bytes::copy_from_slice(data),
+            data_out_checksums: None,
         };
         self.drive.execute(req).await
     }
