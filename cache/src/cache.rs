@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::eviction::S3Fifo;
 use crate::index::Index;
 use crate::metrics::Metrics;
+use crate::offload::{Offload, OFFLOAD_MIN_BYTES};
 use crate::types::{CacheStats, ChunkId, ChunkInfo, ChunkState, DirtyChunk, ReadOutcome};
 
 /// A handle on an open cache; clones share it. The async operations run
@@ -71,6 +72,8 @@ pub(crate) struct Inner {
     /// One flush at a time; callers queued here share the next one.
     pub flush_leader: tokio::sync::Mutex<()>,
     pub metrics: Metrics,
+    /// Threads for large writes' copies, if the application gave some.
+    pub offload: OnceLock<Arc<dyn Offload>>,
 }
 
 pub(crate) struct State {
@@ -249,7 +252,8 @@ impl Cache {
     ///
     /// Runs on the calling task, like a buffered write to a file: it takes
     /// short locks and copies into the page cache, and only the parts that
-    /// may block leave the async worker (see [`may_block`]).
+    /// may block leave the async worker (see [`may_block`]); a large write
+    /// runs on the [`Offload`] threads, if the cache was given some.
     pub async fn write(&self, id: ChunkId, offset: u32, data: Bytes) -> Result<()> {
         self.write_checksummed(id, offset, data, None).await
     }
@@ -260,13 +264,42 @@ impl Cache {
     /// checksum it. They are used when the write covers whole sectors and
     /// there is one per sector; otherwise the cache computes its own.
     pub async fn write_checksummed(&self, id: ChunkId, offset: u32, data: Bytes, crcs: Option<&[u32]>) -> Result<()> {
+        let offload = self.inner.offload.get().filter(|_| data.len() >= OFFLOAD_MIN_BYTES);
         loop {
-            match self.inner.write(id, offset, &data, crcs)? {
+            let step = match offload {
+                Some(offload) => self.write_elsewhere(offload.as_ref(), id, offset, &data, crcs).await?,
+                None => self.inner.write(id, offset, &data, crcs)?,
+            };
+            match step {
                 WriteStep::Done => return Ok(()),
                 WriteStep::AwaitDurable(epoch) => self.await_durable(epoch).await?,
                 WriteStep::AwaitSpace => self.await_space().await?,
             }
         }
+    }
+
+    /// One attempt of a write, on an [`Offload`] thread.
+    async fn write_elsewhere(
+        &self,
+        offload: &dyn Offload,
+        id: ChunkId,
+        offset: u32,
+        data: &Bytes,
+        crcs: Option<&[u32]>,
+    ) -> Result<WriteStep> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (inner, data, crcs) = (self.inner.clone(), data.clone(), crcs.map(<[u32]>::to_vec));
+        offload.spawn(Box::new(move || {
+            let _ = tx.send(inner.write(id, offset, &data, crcs.as_deref()));
+        }));
+        rx.await.map_err(|_| Error::Task("the write's thread ended without an answer".into()))?
+    }
+
+    /// Gives the cache threads for the copies of large writes (see
+    /// [`Offload`]); without them every write runs inline. The first call
+    /// counts.
+    pub fn offload_large_writes(&self, offload: Arc<dyn Offload>) {
+        let _ = self.inner.offload.set(offload);
     }
 
     /// Tells the cache a flush follows the writes now under way (a tape's

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 use prometheus::Registry;
@@ -89,6 +89,7 @@ pub fn open(config: CacheConfig, registry: &Registry) -> Result<Cache> {
         space: Notify::new(),
         flush_leader: tokio::sync::Mutex::new(()),
         metrics: Metrics::register(registry)?,
+        offload: OnceLock::new(),
     });
     recover(&inner)?;
     for spec in &new_disks {

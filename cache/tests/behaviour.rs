@@ -208,3 +208,35 @@ async fn a_disk_added_while_running_serves_and_is_reopened() {
         assert!(read.complete && read.data.iter().all(|b| *b == i as u8), "chunk {i}");
     }
 }
+
+/// An [`Offload`] that runs each job on a thread of its own and counts
+/// them.
+struct CountingThreads(std::sync::atomic::AtomicUsize);
+
+impl cache::Offload for CountingThreads {
+    fn spawn(&self, job: Box<dyn FnOnce() + Send>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::thread::spawn(job);
+    }
+}
+
+/// With offload threads, writes of OFFLOAD_MIN_BYTES or more run there and
+/// smaller ones inline; both read back, and survive a flush and reopen.
+#[tokio::test]
+async fn large_writes_run_on_the_offload_threads_and_small_ones_inline() {
+    const BIG: u32 = 4 * cache::OFFLOAD_MIN_BYTES as u32;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = common::config(dir.path(), BIG, 8, 6, 4);
+    let cache = common::open(&config);
+    let threads = std::sync::Arc::new(CountingThreads(Default::default()));
+    cache.offload_large_writes(threads.clone());
+    let (big, small) = (ChunkId::new(3, 0), ChunkId::new(3, 1));
+    cache.write(big, 0, filled(5, BIG as usize)).await.expect("large write");
+    cache.write(small, 4096, filled(6, SECTOR)).await.expect("small write");
+    assert_eq!(threads.0.load(std::sync::atomic::Ordering::SeqCst), 1, "only the large write goes to a thread");
+    cache.flush().await.expect("flush");
+    drop(cache);
+    let cache = common::open(&config);
+    assert_eq!(cache.read(big, 0, BIG).await.expect("read").data, filled(5, BIG as usize));
+    assert_eq!(cache.read(small, 4096, SECTOR as u32).await.expect("read").data, filled(6, SECTOR));
+}

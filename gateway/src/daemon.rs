@@ -66,6 +66,16 @@ fn load_or_create_master_key(path: &Path) -> Result<(MasterKey, bool), DaemonErr
 
 /// Command-line choices that are not configuration.
 #[derive(Debug, Clone, Copy, Default)]
+/// The cache copies large writes on the I/O threads that file-backed
+/// volumes use, rather than on the async workers (see `cache::Offload`).
+struct IoThreads;
+
+impl cache::Offload for IoThreads {
+    fn spawn(&self, job: Box<dyn FnOnce() + Send>) {
+        iscsi_target::scsi::block::submit_io(job);
+    }
+}
+
 pub struct RunOptions {
     /// Adopt the volumes a previous gateway left in the bucket.
     pub recover: bool,
@@ -108,6 +118,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), DaemonError>
     cache_config.dirty_low_watermark = cache_config.dirty_low_watermark.min(cache_config.dirty_high_watermark.saturating_sub(2 * chunk));
     let high_watermark = cache_config.dirty_high_watermark;
     let cache = Arc::new(Cache::open(cache_config, &metrics.registry)?);
+    cache.offload_large_writes(Arc::new(IoThreads));
     let maps = Arc::new(MapStore::open(&cache_dir.join("maps")).map_err(|e| DaemonError::Io(std::io::Error::other(e)))?);
     let engine = Engine::new(cache.clone(), cloud.clone(), maps, VolumeMetrics::register(&metrics.registry)?);
     engine.start(completions, shutdown.clone());

@@ -123,11 +123,18 @@ impl FileBlockDevice {
     async fn io<T: Send + 'static>(&self, f: impl FnOnce(&File) -> io::Result<T> + Send + 'static) -> io::Result<T> {
         let file = self.file.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        IoPool::get().submit(Box::new(move || {
+        submit_io(Box::new(move || {
             let _ = tx.send(f(&file));
         }));
         rx.await.map_err(|_| io::Error::other("I/O thread failed"))?
     }
+}
+
+/// Runs `job` on the I/O threads that file-backed disks use (see
+/// [`IoPool`]), for other storage under the target that copies data into
+/// the page cache (the gateway's disk cache).
+pub fn submit_io(job: Box<dyn FnOnce() + Send>) {
+    IoPool::get().submit(job);
 }
 
 /// Appends to `buf`, up to `len` bytes in all, what the page cache holds at
