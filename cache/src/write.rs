@@ -104,7 +104,7 @@ impl Inner {
         // The caller's checksums fit only a write of whole sectors, which
         // `assemble` passes through unwidened.
         let sector = self.config.sector_size as usize;
-        let whole_sectors = offset as usize % sector == 0 && data.len() % sector == 0;
+        let whole_sectors = (offset as usize).is_multiple_of(sector) && data.len().is_multiple_of(sector);
         let crcs = crcs.filter(|c| whole_sectors && c.len() == sectors.len());
         let write_result = self.disk(chunk.current.slot.disk).and_then(|disk| match crcs {
             Some(crcs) => self.write_checksummed(&disk, &mut chunk.current, sectors.start, &buffer, crcs),

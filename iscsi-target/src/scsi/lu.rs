@@ -71,7 +71,7 @@ impl DataOutChecksums {
     /// whole granules.
     pub fn range(&self, at: usize, len: usize) -> Option<&[u32]> {
         let g = self.granule as usize;
-        if g == 0 || at % g != 0 || len % g != 0 {
+        if g == 0 || !at.is_multiple_of(g) || !len.is_multiple_of(g) {
             return None;
         }
         self.crcs.get(at / g..(at + len) / g)
@@ -176,5 +176,21 @@ pub trait LogicalUnit: Send + Sync {
     fn data_out_checksum_granule(&self, cdb: &[u8]) -> Option<u32> {
         let _ = cdb;
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_ranges_are_whole_granules_only() {
+        let sums = DataOutChecksums { granule: 4096, crcs: vec![1, 2, 3, 4] };
+        assert_eq!(sums.range(0, 16384), Some(&[1, 2, 3, 4][..]));
+        assert_eq!(sums.range(4096, 8192), Some(&[2, 3][..]));
+        assert_eq!(sums.range(512, 4096), None, "not on a granule boundary");
+        assert_eq!(sums.range(4096, 1000), None, "not whole granules");
+        assert_eq!(sums.range(8192, 12288), None, "past the checksums");
+        assert_eq!(DataOutChecksums { granule: 0, crcs: vec![] }.range(0, 0), None);
     }
 }

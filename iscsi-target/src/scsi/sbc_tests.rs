@@ -738,3 +738,68 @@ async fn resets_and_lost_nexuses_end_prevention() {
     assert_eq!(run(&u, &b, &TUR, &[]).await.status, ScsiStatus::Good, "a reset leaves the medium in");
     assert_eq!(run(&u, &b, &EJECT, &[]).await.status, ScsiStatus::Good, "a reset ends prevention");
 }
+
+/// A device that keeps checksums in 4 KiB granules and records the ones
+/// each write brought.
+struct ChecksummingDisk {
+    mem: Arc<MemDisk>,
+    brought: Mutex<Vec<(u64, Option<Vec<u32>>)>>,
+}
+
+#[async_trait]
+impl BlockDevice for ChecksummingDisk {
+    fn block_size(&self) -> u32 {
+        self.mem.block_size()
+    }
+    fn num_blocks(&self) -> u64 {
+        self.mem.num_blocks()
+    }
+    async fn read(&self, lba: Lba, count: BlockCount) -> io::Result<Bytes> {
+        self.mem.read(lba, count).await
+    }
+    async fn write(&self, lba: Lba, data: Bytes, fua: bool) -> io::Result<()> {
+        self.brought.lock().unwrap().push((lba.0, None));
+        self.mem.write(lba, data, fua).await
+    }
+    fn checksum_granule(&self) -> Option<u32> {
+        Some(4096)
+    }
+    async fn write_checksummed(&self, lba: Lba, data: Bytes, fua: bool, checksums: &DataOutChecksums) -> io::Result<()> {
+        self.brought.lock().unwrap().push((lba.0, Some(checksums.crcs.clone())));
+        self.mem.write(lba, data, fua).await
+    }
+    async fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    async fn unmap(&self, lba: Lba, count: BlockCount) -> io::Result<()> {
+        self.mem.unmap(lba, count).await
+    }
+    async fn provisioning(&self, lba: Lba, max: BlockCount) -> io::Result<(Provisioning, BlockCount)> {
+        self.mem.provisioning(lba, max).await
+    }
+}
+
+/// WRITE asks for the device's checksums and hands the transport's on;
+/// other commands neither ask nor pass any, and a device that keeps none
+/// is never asked for them.
+#[tokio::test]
+async fn write_hands_transport_checksums_to_a_device_that_keeps_them() {
+    let dev = Arc::new(ChecksummingDisk { mem: MemDisk::new(64), brought: Mutex::new(Vec::new()) });
+    let u = DiskUnit::new(dev.clone(), identity());
+    let n = nexus(1);
+    ready(&u, &n).await;
+    assert_eq!(u.data_out_checksum_granule(&cdb10(0x2A, 0, 8)), Some(4096));
+    assert_eq!(u.data_out_checksum_granule(&cdb16(0x8A, 0, 8)), Some(4096));
+    assert_eq!(u.data_out_checksum_granule(&cdb10(0x28, 0, 8)), None, "READ has no data-out");
+    assert_eq!(u.data_out_checksum_granule(&cdb10(0x41, 0, 8)), None, "WRITE SAME writes a pattern");
+    assert_eq!(disk(64).0.data_out_checksum_granule(&cdb10(0x2A, 0, 8)), None);
+
+    let data = vec![9u8; 4096];
+    let sums = DataOutChecksums { granule: 4096, crcs: vec![crc32c::crc32c(&data)] };
+    let mut req = request(&n, &cdb10(0x2A, 8, 8), &data);
+    req.data_out_checksums = Some(Arc::new(sums.clone()));
+    assert_eq!(u.execute(req).await.status, ScsiStatus::Good);
+    assert_eq!(run(&u, &n, &cdb10(0x2A, 16, 8), &data).await.status, ScsiStatus::Good);
+    assert_eq!(*dev.brought.lock().unwrap(), vec![(8, Some(sums.crcs)), (16, None)]);
+    assert_eq!(&dev.mem.data.lock().unwrap()[8 * 512..16 * 512], &data[..]);
+}

@@ -99,7 +99,9 @@ impl WriteCollector {
             total,
             buf: BytesMut::new(),
             whole: None,
-            checksums: checksum_granule.filter(|g| *g > 0).map(|granule| DataOutChecksums { granule, crcs: Vec::new() }),
+            checksums: checksum_granule
+                .filter(|g| *g > 0)
+                .map(|granule| DataOutChecksums { granule, crcs: Vec::with_capacity((total / granule) as usize) }),
             received: imm_len,
             unsolicited: (unsolicited_end > imm_len).then_some(Burst {
                 ttt: RESERVED_TAG,
