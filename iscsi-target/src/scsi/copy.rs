@@ -220,7 +220,7 @@ impl CopyManager {
             while copied < s.blocks {
                 let n = chunk.min(s.blocks - copied);
                 let data = src.read_blocks(Lba(s.src_lba + copied), BlockCount(n)).await?;
-                dst.write_blocks(Lba(s.dst_lba + copied), data, false).await?;
+                dst.write_blocks(Lba(s.dst_lba + copied), data, false, None).await?;
                 copied += n;
                 done.kib = done.kib.saturating_add((n * src.block_size() as u64 / 1024) as u32);
             }

@@ -194,37 +194,21 @@ impl DiskUnit {
     }
 
     /// Write under the range lock (callers that read-modify-write hold it
-    /// already and use [`write_locked`](Self::write_locked)).
-    pub(crate) async fn write_blocks(&self, lba: Lba, data: Bytes, fua: bool) -> Result<(), Sense> {
-        self.write_blocks_checksummed(lba, data, fua, None).await
-    }
-
-    /// [`write_blocks`](Self::write_blocks) with the transport's checksums
-    /// of `data` (a prefix of the data-out they were computed on).
-    async fn write_blocks_checksummed(
-        &self,
-        lba: Lba,
-        data: Bytes,
-        fua: bool,
-        checksums: Option<&DataOutChecksums>,
-    ) -> Result<(), Sense> {
+    /// already and use [`write_locked`](Self::write_locked)). `checksums`,
+    /// if the transport computed them, are of the data-out that `data` is a
+    /// prefix of.
+    pub(crate) async fn write_blocks(&self, lba: Lba, data: Bytes, fua: bool, checksums: Option<&DataOutChecksums>) -> Result<(), Sense> {
         let count = BlockCount(data.len() as u64 / self.dev.block_size() as u64);
         let _guard = self.writes.lock(lba, count).await;
         self.write_locked(lba, data, fua, checksums).await
     }
 
-    async fn write_locked(
-        &self,
-        lba: Lba,
-        data: Bytes,
-        fua: bool,
-        checksums: Option<&DataOutChecksums>,
-    ) -> Result<(), Sense> {
+    async fn write_locked(&self, lba: Lba, data: Bytes, fua: bool, sums: Option<&DataOutChecksums>) -> Result<(), Sense> {
         if data.is_empty() {
             return Ok(());
         }
         let fua = self.force_unit_access(fua);
-        let written = match checksums {
+        let written = match sums {
             Some(sums) => self.dev.write_checksummed(lba, data, fua, sums).await,
             None => self.dev.write(lba, data, fua).await,
         };
@@ -243,15 +227,14 @@ impl DiskUnit {
             SbcCommand::Write { lba, count, fua, .. } => {
                 self.writable()?;
                 self.check_transfer(lba, count, transfer_length_byte(&req.cdb))?;
-                let data = self.write_data(req, count.0);
-                self.write_blocks_checksummed(lba, data, fua, req.data_out_checksums.as_deref()).await?;
+                self.write_blocks(lba, self.write_data(req, count.0), fua, req.data_out_checksums.as_deref()).await?;
                 Ok(ScsiResponse::good())
             }
             SbcCommand::WriteAndVerify { lba, count, .. } => {
                 self.writable()?;
                 self.check_transfer(lba, count, transfer_length_byte(&req.cdb))?;
                 // Verification means the data is on stable storage.
-                self.write_blocks(lba, self.write_data(req, count.0), true).await?;
+                self.write_blocks(lba, self.write_data(req, count.0), true, None).await?;
                 Ok(ScsiResponse::good())
             }
             SbcCommand::Verify { lba, count, bytchk, .. } => self.verify(req, lba, count, bytchk).await,
