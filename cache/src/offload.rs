@@ -19,5 +19,6 @@ pub trait Offload: Send + Sync {
 
 /// Writes at least this long go to the [`Offload`] threads; shorter ones
 /// run inline, where the copy costs less than the hand-off (a wake-up and
-/// two context switches, about ten microseconds).
+/// two context switches). Only 1 MiB writes were measured both ways;
+/// below this bound writes run inline as they did before.
 pub const OFFLOAD_MIN_BYTES: usize = 128 * 1024;

@@ -64,8 +64,6 @@ fn load_or_create_master_key(path: &Path) -> Result<(MasterKey, bool), DaemonErr
     }
 }
 
-/// Command-line choices that are not configuration.
-#[derive(Debug, Clone, Copy, Default)]
 /// The cache copies large writes on the I/O threads that file-backed
 /// volumes use, rather than on the async workers (see `cache::Offload`).
 struct IoThreads;
@@ -76,6 +74,8 @@ impl cache::Offload for IoThreads {
     }
 }
 
+/// Command-line choices that are not configuration.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Adopt the volumes a previous gateway left in the bucket.
     pub recover: bool,
