@@ -106,10 +106,9 @@ impl Inner {
         let sector = self.config.sector_size as usize;
         let whole_sectors = (offset as usize).is_multiple_of(sector) && data.len().is_multiple_of(sector);
         let crcs = crcs.filter(|c| whole_sectors && c.len() == sectors.len());
-        let write_result = self.disk(chunk.current.slot.disk).and_then(|disk| match crcs {
-            Some(crcs) => self.write_checksummed(&disk, &mut chunk.current, sectors.start, &buffer, crcs),
-            None => self.checksum_and_write(&disk, &mut chunk.current, sectors.start, &buffer),
-        });
+        let write_result = self
+            .disk(chunk.current.slot.disk)
+            .and_then(|disk| self.checksum_and_write(&disk, &mut chunk.current, sectors.start, &buffer, crcs));
         if let Err(error) = write_result {
             if let Some(slot) = fresh_slot {
                 self.state.lock().release_slot(slot);
@@ -233,24 +232,21 @@ impl Inner {
 }
 
 impl Inner {
-    /// Checksums `data`, whole sectors from sector `first`, into the slot's
-    /// checksums, then writes it into the slot: checksummed before the copy
-    /// into the page cache, the data is read from memory once more at
+    /// Records the checksums of `data`, whole sectors from sector `first`,
+    /// in the slot's checksums (`given`, the caller's, one per sector, or
+    /// computed here), then writes it into the slot: checksummed before the
+    /// copy into the page cache, the data is read from memory once more at
     /// most. On failure the caller drops `slot` (this write's copy of the
     /// chunk's slot data), checksums and all.
-    fn checksum_and_write(&self, disk: &Disk, slot: &mut SlotData, first: u32, data: &[u8]) -> Result<()> {
+    fn checksum_and_write(&self, disk: &Disk, slot: &mut SlotData, first: u32, data: &[u8], given: Option<&[u32]>) -> Result<()> {
         let sector = self.config.sector_size as usize;
         let first = first as usize;
-        crate::crc::sectors(data, sector, &mut slot.crcs[first..first + data.len() / sector]);
+        let crcs = &mut slot.crcs[first..first + data.len() / sector];
+        match given {
+            Some(given) => crcs.copy_from_slice(given),
+            None => crate::crc::sectors(data, sector, crcs),
+        }
         disk.write_at(slot.slot.slot, (first * sector) as u64, data)
-    }
-
-    /// Records `crcs`, the caller's checksums of the whole sectors of
-    /// `data`, then writes it into the slot.
-    fn write_checksummed(&self, disk: &Disk, slot: &mut SlotData, first: u32, data: &[u8], crcs: &[u32]) -> Result<()> {
-        let first = first as usize;
-        slot.crcs[first..first + crcs.len()].copy_from_slice(crcs);
-        disk.write_at(slot.slot.slot, (first * self.config.sector_size as usize) as u64, data)
     }
 
     /// Writes the sectors of `runs` from `data` (which starts at sector
@@ -261,7 +257,7 @@ impl Inner {
         for run in runs.runs() {
             let from = (run.start - first) as usize * sector;
             let bytes = &data[from..from + run.len() * sector];
-            self.checksum_and_write(&disk, &mut chunk.current, run.start, bytes)?;
+            self.checksum_and_write(&disk, &mut chunk.current, run.start, bytes, None)?;
             chunk.current.valid.insert_range(run);
         }
         Ok(())
