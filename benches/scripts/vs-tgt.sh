@@ -164,6 +164,16 @@ free_port() {
 }
 
 # --- sgw ---------------------------------------------------------------------
+# A fresh data directory is unactivated: claim it at start with a random
+# admin password (never used: the CLI goes through the owner-only socket).
+SGW_API="unix:$WORK/sgw-data/sgw.sock"
+[[ ${#SGW_API} -le 112 ]] || die "socket path $SGW_API is too long for a unix socket: use a shorter BENCH_DIR"
+(
+    umask 077
+    printf '{"gateway_name":"bench","admin_user":"admin","admin_password":"%s"}\n' \
+        "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >"$WORK/activate.json"
+)
+
 start_sgw() {
     local attempt
     for attempt in 1 2 3; do
@@ -171,14 +181,18 @@ start_sgw() {
         SGW_ISCSI_PORT="$FREE_PORT"
         free_port
         SGW_API_PORT="$FREE_PORT"
-        SGW_API="http://127.0.0.1:$SGW_API_PORT"
+        free_port
+        SGW_HTTPS_PORT="$FREE_PORT"
         mkdir -p "$WORK/sgw-data"
         "$SGW" serve --data-dir "$WORK/sgw-data" --iscsi-listen "127.0.0.1:$SGW_ISCSI_PORT" \
-            --api-listen "127.0.0.1:$SGW_API_PORT" >>"$WORK/sgw.log" 2>&1 &
+            --api-listen "127.0.0.1:$SGW_API_PORT" --https-listen "127.0.0.1:$SGW_HTTPS_PORT" \
+            --activate-from "$WORK/activate.json" >>"$WORK/sgw.log" 2>&1 &
         SGW_PID=$!
+        # Health answers as soon as sgw listens; volumes are up at "ready":true.
         for _ in $(seq 1 150); do
             kill -0 "$SGW_PID" 2>/dev/null || break
-            if curl -fsS --max-time 2 "$SGW_API/api/v1/health" >/dev/null 2>&1; then
+            if curl -fsS --max-time 2 "http://127.0.0.1:$SGW_API_PORT/api/v1/health" 2>/dev/null \
+                | grep -q '"ready": *true'; then
                 return 0
             fi
             sleep 0.2

@@ -30,7 +30,8 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
-#[derive(Serialize, Deserialize)]
+/// The body of every error: what went wrong, for the admin.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
 }
@@ -82,7 +83,7 @@ impl From<JsonRejection> for ApiError {
 }
 
 /// The body of `POST /api/v1/volumes`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     pub name: String,
@@ -104,30 +105,29 @@ pub struct CreateVolume {
 }
 
 /// The body of `POST /api/v1/snapshots`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSnapshot {
     pub volume: String,
 }
 
 /// The answer to `POST /api/v1/volumes/{name}/recovery-points`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecoveryPointCreated {
     pub volume: String,
     pub seq: u64,
 }
 
 /// The answer to `POST /api/v1/recover`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Recovered {
     pub volumes: usize,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/v1/health", get(health))
         .route("/api/v1/volumes", get(list_volumes).post(create_volume))
-        .route("/api/v1/volumes/{name}", get(get_volume).delete(delete_volume))
+        .route("/api/v1/volumes/{name}", get(get_volume).patch(update_volume).delete(delete_volume))
         .route("/api/v1/volumes/{name}/recovery-points", post(create_recovery_point))
         .route("/api/v1/snapshots", get(list_snapshots).post(create_snapshot))
         .route("/api/v1/snapshots/{id}", get(get_snapshot).delete(delete_snapshot))
@@ -141,23 +141,37 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
-}
-
+/// Lists the volumes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/volumes",
+    tag = "volumes",
+    responses((status = 200, description = "Every volume.", body = Vec<VolumeInfo>)),
+    security(("bearer_token" = []), ("session_cookie" = []))
+)]
 async fn list_volumes(State(s): State<AppState>) -> Json<Vec<VolumeInfo>> {
     Json(s.volumes.list())
 }
 
+/// Gets a volume.
+#[utoipa::path(
+    get,
+    path = "/api/v1/volumes/{name}",
+    tag = "volumes",
+    params(("name" = String, Path, description = "The volume's name.")),
+    responses(
+        (status = 200, description = "The volume.", body = VolumeInfo),
+        (status = 404, description = "No such volume.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = []))
+)]
 async fn get_volume(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<VolumeInfo>, ApiError> {
     s.volumes.get(&name).map(Json).ok_or_else(|| VolumeError::NotFound(name).into())
 }
 
-async fn create_volume(
-    State(s): State<AppState>,
-    body: Result<Json<CreateVolume>, JsonRejection>,
-) -> Result<(StatusCode, Json<VolumeInfo>), ApiError> {
-    let Json(req) = body?;
+/// Creates a volume from an API or console request: resolves a clone's
+/// source and default size, then asks the volume manager.
+pub async fn create_volume_with(s: &AppState, req: CreateVolume) -> Result<VolumeInfo, ApiError> {
     let source = match (req.from_snapshot, req.from_volume) {
         (Some(_), Some(_)) => {
             return Err(ApiError(StatusCode::BAD_REQUEST, "give from_snapshot or from_volume, not both".into()))
@@ -193,17 +207,161 @@ async fn create_volume(
         })
         .await?;
     tracing::info!(volume = %info.name, size = info.size_bytes, kind = ?info.kind, "volume created");
-    Ok((StatusCode::CREATED, Json(info)))
+    Ok(info)
 }
 
-async fn delete_volume(State(s): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    let info = s.volumes.get(&name).ok_or_else(|| VolumeError::NotFound(name.clone()))?;
+/// Creates a volume: empty, or a clone of a snapshot or of another volume.
+#[utoipa::path(
+    post,
+    path = "/api/v1/volumes",
+    tag = "volumes",
+    request_body = CreateVolume,
+    responses(
+        (status = 201, description = "The volume was created.", body = VolumeInfo),
+        (status = 400, description = "An invalid name, size or CHAP setting, both clone sources, no size, or a body that is not JSON.", body = ErrorBody),
+        (status = 404, description = "The snapshot or volume to clone does not exist.", body = ErrorBody),
+        (status = 409, description = "A volume of that name exists.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "The JSON does not fit the request (a missing, mistyped or unknown field).", body = ErrorBody),
+        (status = 500, description = "A local I/O error.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
+async fn create_volume(
+    State(s): State<AppState>,
+    body: Result<Json<CreateVolume>, JsonRejection>,
+) -> Result<(StatusCode, Json<VolumeInfo>), ApiError> {
+    let Json(req) = body?;
+    Ok((StatusCode::CREATED, Json(create_volume_with(&s, req).await?)))
+}
+
+/// The initiators logged in to a target now.
+pub fn initiators_of(s: &AppState, target_iqn: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        s.iscsi.sessions().into_iter().filter(|x| x.target == target_iqn).map(|x| x.initiator_port).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Deletes a volume. While initiators are logged in it is refused (409,
+/// naming them) unless `force`, which logs them out first.
+pub async fn delete_volume_with(s: &AppState, name: &str, force: bool) -> Result<(), ApiError> {
+    let info = s.volumes.get(name).ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+    let initiators = initiators_of(s, &info.target_iqn);
+    if !initiators.is_empty() && !force {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("volume {name} is in use by {}: log them out, or delete with force", initiators.join(", ")),
+        ));
+    }
     s.iscsi.end_sessions_of(&info.target_iqn);
-    s.volumes.delete(&name).await?;
+    s.volumes.delete(name).await?;
     tracing::info!(volume = %info.name, "volume deleted");
+    Ok(())
+}
+
+/// `DELETE /api/v1/volumes/{name}?force=true`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Log out the initiators using the volume, then delete it.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Deletes a volume.
+///
+/// While initiators are logged in to it this is refused unless `force`,
+/// which logs them out first.
+/// The body of `PATCH /api/v1/volumes/{name}`: `{"chap": {...}}` sets the
+/// target's CHAP, `{"chap": null}` removes it. The next login uses it;
+/// sessions logged in go on until they log out.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVolume {
+    #[schema(nullable)]
+    pub chap: Option<VolumeChap>,
+}
+
+impl UpdateVolume {
+    /// Parses a body in which `chap` must be present (null removes it), so
+    /// that `{}` is refused instead of silently dropping CHAP.
+    fn parse(body: &[u8]) -> Result<UpdateVolume, ApiError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
+        if value.get("chap").is_none() {
+            return Err(ApiError(StatusCode::BAD_REQUEST, "nothing to change: give \"chap\" (an object, or null to remove it)".into()));
+        }
+        serde_json::from_value(value).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+    }
+}
+
+#[utoipa::path(
+    patch,
+    path = "/api/v1/volumes/{name}",
+    tag = "volumes",
+    params(("name" = String, Path, description = "The volume's name.")),
+    request_body = UpdateVolume,
+    responses(
+        (status = 200, description = "The volume, changed.", body = VolumeInfo),
+        (status = 400, description = "Bad JSON, nothing to change, or invalid CHAP settings.", body = ErrorBody),
+        (status = 404, description = "No such volume.", body = ErrorBody),
+        (status = 500, description = "The volume records could not be saved.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
+async fn update_volume(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<VolumeInfo>, ApiError> {
+    let req = UpdateVolume::parse(&body)?;
+    let enabled = req.chap.is_some();
+    let info = s.volumes.set_chap(&name, req.chap).await?;
+    tracing::info!(volume = %name, chap = enabled, "volume CHAP changed; it applies from the next login");
+    Ok(Json(info))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/volumes/{name}",
+    tag = "volumes",
+    params(("name" = String, Path, description = "The volume's name."), DeleteQuery),
+    responses(
+        (status = 204, description = "The volume was deleted."),
+        (status = 404, description = "No such volume.", body = ErrorBody),
+        (status = 409, description = "Initiators are logged in (named in the message) and `force` was not given.", body = ErrorBody),
+        (status = 500, description = "A local I/O error.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
+async fn delete_volume(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    delete_volume_with(&s, &name, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Makes a recovery point of a cached volume now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/volumes/{name}/recovery-points",
+    tag = "volumes",
+    params(("name" = String, Path, description = "The volume's name.")),
+    responses(
+        (status = 201, description = "The recovery point was made.", body = RecoveryPointCreated),
+        (status = 400, description = "The volume is not a cached volume, or the gateway has no cloud store.", body = ErrorBody),
+        (status = 404, description = "No such volume.", body = ErrorBody),
+        (status = 500, description = "A local I/O error.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
 async fn create_recovery_point(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -212,10 +370,30 @@ async fn create_recovery_point(
     Ok((StatusCode::CREATED, Json(RecoveryPointCreated { volume: name, seq })))
 }
 
+/// Lists the snapshots.
+#[utoipa::path(
+    get,
+    path = "/api/v1/snapshots",
+    tag = "snapshots",
+    responses((status = 200, description = "Every snapshot.", body = Vec<SnapshotRecord>)),
+    security(("bearer_token" = []), ("session_cookie" = []))
+)]
 async fn list_snapshots(State(s): State<AppState>) -> Json<Vec<SnapshotRecord>> {
     Json(s.volumes.snapshot_list())
 }
 
+/// Gets a snapshot.
+#[utoipa::path(
+    get,
+    path = "/api/v1/snapshots/{id}",
+    tag = "snapshots",
+    params(("id" = String, Path, description = "The snapshot's id.")),
+    responses(
+        (status = 200, description = "The snapshot.", body = SnapshotRecord),
+        (status = 404, description = "No such snapshot.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = []))
+)]
 async fn get_snapshot(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<SnapshotRecord>, ApiError> {
     s.volumes
         .snapshot_list()
@@ -225,6 +403,23 @@ async fn get_snapshot(State(s): State<AppState>, Path(id): Path<String>) -> Resu
         .ok_or_else(|| VolumeError::SnapshotNotFound(id).into())
 }
 
+/// Takes a snapshot of a cached volume: a recovery point kept until deleted.
+#[utoipa::path(
+    post,
+    path = "/api/v1/snapshots",
+    tag = "snapshots",
+    request_body = CreateSnapshot,
+    responses(
+        (status = 201, description = "The snapshot was taken.", body = SnapshotRecord),
+        (status = 400, description = "The volume is not a cached volume, or the body is not JSON.", body = ErrorBody),
+        (status = 404, description = "No such volume.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "The JSON does not fit the request (a missing, mistyped or unknown field).", body = ErrorBody),
+        (status = 500, description = "A local I/O error.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
 async fn create_snapshot(
     State(s): State<AppState>,
     body: Result<Json<CreateSnapshot>, JsonRejection>,
@@ -234,26 +429,94 @@ async fn create_snapshot(
     Ok((StatusCode::CREATED, Json(snap)))
 }
 
+/// Deletes a snapshot.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/snapshots/{id}",
+    tag = "snapshots",
+    params(("id" = String, Path, description = "The snapshot's id.")),
+    responses(
+        (status = 204, description = "The snapshot was deleted."),
+        (status = 400, description = "The gateway has no cloud store.", body = ErrorBody),
+        (status = 404, description = "No such snapshot.", body = ErrorBody),
+        (status = 500, description = "A local I/O error.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
 async fn delete_snapshot(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     s.volumes.snapshot_delete(&id).await?;
     tracing::info!(snapshot = %id, "snapshot deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Recovers the volumes of the bucket's catalog.
+///
+/// Disaster recovery: only into a gateway that has no volumes yet.
+#[utoipa::path(
+    post,
+    path = "/api/v1/recover",
+    tag = "volumes",
+    responses(
+        (status = 200, description = "The volumes were recovered.", body = Recovered),
+        (status = 400, description = "The gateway already has volumes, or the bucket holds no catalog.", body = ErrorBody),
+        (status = 500, description = "A local I/O error.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
 async fn recover(State(s): State<AppState>) -> Result<Json<Recovered>, ApiError> {
     let n = s.volumes.recover().await?;
     tracing::info!(volumes = n, "recovered volumes from the bucket");
     Ok(Json(Recovered { volumes: n }))
 }
 
+/// Lists the tapes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tapes",
+    tag = "tapes",
+    responses((status = 200, description = "Every tape.", body = Vec<TapeInfo>)),
+    security(("bearer_token" = []), ("session_cookie" = []))
+)]
 async fn list_tapes(State(s): State<AppState>) -> Json<Vec<TapeInfo>> {
     Json(s.tapes.list().await)
 }
 
+/// Gets a tape.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tapes/{barcode}",
+    tag = "tapes",
+    params(("barcode" = String, Path, description = "The tape's barcode.")),
+    responses(
+        (status = 200, description = "The tape.", body = TapeInfo),
+        (status = 404, description = "No such tape.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = []))
+)]
 async fn get_tape(State(s): State<AppState>, Path(barcode): Path<String>) -> Result<Json<TapeInfo>, ApiError> {
     Ok(Json(s.tapes.get(&barcode).await?))
 }
 
+/// Creates one tape (a barcode) or several (a prefix and a count).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tapes",
+    tag = "tapes",
+    request_body = CreateTapes,
+    responses(
+        (status = 201, description = "The tapes were created.", body = Vec<TapeInfo>),
+        (status = 400, description = "An invalid barcode, prefix, count or size, or a body that is not JSON.", body = ErrorBody),
+        (status = 409, description = "A barcode is or was in use.", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "The JSON does not fit the request (a missing, mistyped or unknown field).", body = ErrorBody),
+        (status = 500, description = "A library or local I/O error.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed.", body = ErrorBody),
+        (status = 503, description = "The gateway is shutting down.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
 async fn create_tapes(
     State(s): State<AppState>,
     body: Result<Json<CreateTapes>, JsonRejection>,
@@ -262,11 +525,44 @@ async fn create_tapes(
     Ok((StatusCode::CREATED, Json(s.tapes.create(req).await?)))
 }
 
+/// Deletes a tape and its data.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tapes/{barcode}",
+    tag = "tapes",
+    params(("barcode" = String, Path, description = "The tape's barcode.")),
+    responses(
+        (status = 204, description = "The tape was deleted."),
+        (status = 400, description = "The application keeps the tape's slot locked.", body = ErrorBody),
+        (status = 404, description = "No such tape.", body = ErrorBody),
+        (status = 409, description = "The tape is in a state that cannot be deleted.", body = ErrorBody),
+        (status = 500, description = "A library or local I/O error.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed.", body = ErrorBody),
+        (status = 503, description = "The gateway is shutting down.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
 async fn delete_tape(State(s): State<AppState>, Path(barcode): Path<String>) -> Result<StatusCode, ApiError> {
     s.tapes.delete(&barcode).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Starts retrieving an archived tape back into the library (read-only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tapes/{barcode}/retrieve",
+    tag = "tapes",
+    params(("barcode" = String, Path, description = "The tape's barcode.")),
+    responses(
+        (status = 202, description = "The retrieval started.", body = TapeInfo),
+        (status = 404, description = "No such tape.", body = ErrorBody),
+        (status = 409, description = "The tape is not archived.", body = ErrorBody),
+        (status = 500, description = "A library or local I/O error.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed.", body = ErrorBody),
+        (status = 503, description = "The gateway is shutting down.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
 async fn retrieve_tape(
     State(s): State<AppState>,
     Path(barcode): Path<String>,
@@ -274,10 +570,33 @@ async fn retrieve_tape(
     Ok((StatusCode::ACCEPTED, Json(s.tapes.retrieve(&barcode).await?)))
 }
 
+/// The tape library: its changer and drives.
+#[utoipa::path(
+    get,
+    path = "/api/v1/library",
+    tag = "tapes",
+    responses((status = 200, description = "The changer and the drives.", body = LibraryInfo)),
+    security(("bearer_token" = []), ("session_cookie" = []))
+)]
 async fn library(State(s): State<AppState>) -> Json<LibraryInfo> {
     Json(s.tapes.library_info().await)
 }
 
+/// The Prometheus metrics.
+///
+/// Open unless the daemon has a `metrics_token`, which must then be sent
+/// as a bearer token (an API token or a console session also do).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    responses(
+        (status = 200, description = "The Prometheus text exposition format.", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "The daemon has a `metrics_token` and the request has neither it, an API token nor a session.", body = ErrorBody),
+        (status = 500, description = "The metrics could not be rendered.", body = ErrorBody),
+    ),
+    security((), ("bearer_token" = []), ("session_cookie" = []))
+)]
 async fn metrics(State(s): State<AppState>) -> Response {
     s.metrics.volumes.set(s.volumes.list().len() as i64);
     s.metrics.iscsi_sessions.set(s.iscsi.sessions().len() as i64);

@@ -14,8 +14,23 @@ use crate::tapes::{LibraryPersonality, TapeConfig};
 pub struct Config {
     /// The iSCSI portal.
     pub iscsi_listen: SocketAddr,
-    /// The admin REST API and metrics.
+    /// Plain HTTP for the local CLI and tests: loopback only.
     pub api_listen: SocketAddr,
+    /// The console and API over HTTPS, for the network.
+    pub https_listen: SocketAddr,
+    /// The admin's own certificate and key (PEM); a self-signed one made
+    /// on first start when absent.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Names the console answers to besides localhost, the host name and
+    /// the machine's addresses (the Host allowlist).
+    pub console_names: Vec<String>,
+    /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
+    /// Console sessions end after this many idle seconds.
+    pub session_idle_timeout_secs: u64,
+    /// Seconds between the console's samples of the metrics (charts).
+    pub console_sample_secs: u64,
     /// Where volumes and state live.
     pub data_dir: PathBuf,
     /// Bytes of local disk for the cache (a sparse file in the data
@@ -42,6 +57,13 @@ impl Default for Config {
         Config {
             iscsi_listen: SocketAddr::from(([0, 0, 0, 0], 3260)),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            https_listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            tls_cert: None,
+            tls_key: None,
+            console_names: Vec::new(),
+            metrics_token: None,
+            session_idle_timeout_secs: 30 * 60,
+            console_sample_secs: 10,
             data_dir: PathBuf::from("./sgw-data"),
             cache_size: 16 << 30,
             cache_disk: None,
@@ -86,11 +108,18 @@ impl Config {
 }
 
 /// The config file: every key optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub iscsi_listen: Option<SocketAddr>,
     pub api_listen: Option<SocketAddr>,
+    pub https_listen: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub console_names: Option<Vec<String>>,
+    pub metrics_token: Option<String>,
+    pub session_idle_timeout_secs: Option<u64>,
+    pub console_sample_secs: Option<u64>,
     pub data_dir: Option<PathBuf>,
     pub cache_size: Option<u64>,
     pub cache_disk: Option<PathBuf>,
@@ -109,15 +138,37 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: toml::de::Error },
 }
 
+fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+}
+
+/// Where `sgw serve`'s configuration comes from, kept so the daemon can
+/// load it again once activation has written `DATA_DIR/gateway.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    pub file: Option<PathBuf>,
+    pub flags: ConfigFile,
+}
+
+impl ConfigSources {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.file.as_deref(), self.flags.clone())
+    }
+}
+
 impl Config {
-    /// Defaults, overridden by the file (if any), overridden by flags.
+    /// Defaults, then what activation chose (`DATA_DIR/gateway.toml`),
+    /// then the file (if any), then flags.
     pub fn load(file: Option<&Path>, flags: ConfigFile) -> Result<Config, ConfigError> {
         let mut c = Config::default();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-            let f: ConfigFile =
-                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })?;
+        let file = file.map(read_file).transpose()?;
+        let data_dir = flags.data_dir.clone().or_else(|| file.as_ref().and_then(|f| f.data_dir.clone()));
+        let activated = crate::admin::settings::ActivatedSettings::path(data_dir.as_deref().unwrap_or(&c.data_dir));
+        if activated.exists() {
+            c.apply(read_file(&activated)?);
+        }
+        if let Some(f) = file {
             c.apply(f);
         }
         c.apply(flags);
@@ -130,6 +181,27 @@ impl Config {
         }
         if let Some(v) = f.api_listen {
             self.api_listen = v;
+        }
+        if let Some(v) = f.https_listen {
+            self.https_listen = v;
+        }
+        if let Some(v) = f.tls_cert {
+            self.tls_cert = Some(v);
+        }
+        if let Some(v) = f.tls_key {
+            self.tls_key = Some(v);
+        }
+        if let Some(v) = f.console_names {
+            self.console_names = v;
+        }
+        if let Some(v) = f.metrics_token {
+            self.metrics_token = Some(v);
+        }
+        if let Some(v) = f.session_idle_timeout_secs {
+            self.session_idle_timeout_secs = v.max(1);
+        }
+        if let Some(v) = f.console_sample_secs {
+            self.console_sample_secs = v.max(1);
         }
         if let Some(v) = f.data_dir {
             self.data_dir = v;

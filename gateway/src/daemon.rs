@@ -10,12 +10,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::api::{self, AppState};
+use crate::admin::http::{AdminListener, HttpLimits, RouterSlot};
+use crate::admin::sessions::SessionLimits;
+use crate::admin::{tls, Plane, PlaneOptions};
+use crate::api::AppState;
 use crate::cached::map::MapStore;
 use crate::cached::metrics::VolumeMetrics;
 use crate::cached::{CachedVolumes, Engine};
 use crate::cloud::{CloudLayer, MasterKey};
-use crate::config::Config;
+use crate::config::{Config, ConfigSources};
 use crate::metrics::Metrics;
 use crate::tapes::TapeLibrary;
 use crate::targets::GatewayTargets;
@@ -37,6 +40,10 @@ pub enum DaemonError {
     Cache(#[from] cache::Error),
     #[error("tape library: {0}")]
     Tapes(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("activation: {0}")]
+    Activation(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -75,16 +82,150 @@ impl cache::Offload for IoThreads {
 }
 
 /// Command-line choices that are not configuration.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Adopt the volumes a previous gateway left in the bucket.
     pub recover: bool,
+    /// Claim an unactivated gateway with this activation request (JSON)
+    /// instead of waiting for an admin.
+    pub activate_from: Option<std::path::PathBuf>,
 }
 
-pub async fn run(config: Config, options: RunOptions) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let metrics = Arc::new(Metrics::new()?);
+/// The management plane's listeners, bound before anything is written so
+/// that a busy port fails the start cleanly.
+struct AdminListeners {
+    http: TcpListener,
+    https: TcpListener,
+    socket: tokio::net::UnixListener,
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { addr, source })
+}
+
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    // A socket left by a killed daemon; the data directory lock (the
+    // cache's RocksDB) refuses a second live daemon later on.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(DaemonError::Io(e)),
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| DaemonError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Claims the gateway from `--activate-from FILE`, or waits for an admin
+/// to claim it (or for shutdown: `false`).
+async fn await_activation(
+    plane: &Plane,
+    mut activated: tokio::sync::watch::Receiver<bool>,
+    options: &RunOptions,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<bool, DaemonError> {
+    if let Some(file) = &options.activate_from {
+        let text = std::fs::read_to_string(file).map_err(|e| DaemonError::Activation(format!("{}: {e}", file.display())))?;
+        let req: crate::admin::activation::ActivationRequest =
+            serde_json::from_str(&text).map_err(|e| DaemonError::Activation(format!("{}: {e}", file.display())))?;
+        plane.activate(req, None).await.map_err(|e| DaemonError::Activation(format!("{}: {}", e.field(), e.message())))?;
+        return Ok(true);
+    }
+    let code = plane.prepare_activation_code()?;
+    warn!(
+        activation_code = %code.as_str(),
+        console = %format!("https://{}/", config.https_listen),
+        tls_fingerprint = plane.tls_fingerprint.as_deref().unwrap_or(""),
+        code_file = %config.data_dir.join(crate::admin::activation::CODE_FILE).display(),
+        "gateway not activated: open the console and enter the activation code, or POST /api/v1/activate, \
+         or restart with --activate-from FILE; `sgw activation-code` shows the code"
+    );
+    loop {
+        if *activated.borrow_and_update() {
+            return Ok(true);
+        }
+        tokio::select! {
+            r = activated.changed() => if r.is_err() { return Ok(false) },
+            _ = shutdown.cancelled() => return Ok(false),
+        }
+    }
+}
+
+pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), DaemonError> {
+    let config = sources.load().map_err(|e| DaemonError::Config(e.to_string()))?;
+    if !config.api_listen.ip().is_loopback() {
+        return Err(DaemonError::Config(format!(
+            "--api-listen {} is not a loopback address: plain HTTP serves only this host (the CLI and tests); \
+             the console and API reach the network over HTTPS on --https-listen (now {})",
+            config.api_listen, config.https_listen
+        )));
+    }
+    let listeners = AdminListeners { http: bind(config.api_listen).await?, https: bind(config.https_listen).await?, socket: {
+        crate::files::create_private_dir(&config.data_dir)?;
+        bind_socket(&config.data_dir.join("sgw.sock"))?
+    } };
     let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+
+    let mut names = config.console_names.clone();
+    names.extend(tls::certificate_names(&config.console_names));
+    names.push(config.https_listen.ip().to_string());
+    let admin_cert = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => return Err(DaemonError::Config("give both --tls-cert and --tls-key, or neither".into())),
+    };
+    let identity = tls::load_or_create(&config.data_dir, admin_cert, &tls::certificate_names(&config.console_names))
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
+    let (plane, activated) = Plane::open(PlaneOptions {
+        data_dir: config.data_dir.clone(),
+        host_names: names,
+        metrics_token: config.metrics_token.clone(),
+        session_limits: SessionLimits {
+            idle: Duration::from_secs(config.session_idle_timeout_secs),
+            ..SessionLimits::default()
+        },
+        tls_fingerprint: Some(identity.fingerprint.clone()),
+        default_cache_size: config.cache_size,
+        master_key_path: config.key_file(),
+    })
+    .map_err(|e| DaemonError::Config(e.to_string()))?;
+    let slot = RouterSlot::new(crate::admin::management_router(plane.clone(), None));
+    let limits = HttpLimits::default();
+    let tls_acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
+    let servers = vec![
+        tokio::spawn(crate::admin::http::serve(
+            AdminListener::Tcp { listener: listeners.http, tls: None },
+            slot.clone(),
+            limits,
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::admin::http::serve(
+            AdminListener::Tcp { listener: listeners.https, tls: Some(tls_acceptor) },
+            slot.clone(),
+            limits,
+            shutdown.clone(),
+        )),
+        tokio::spawn(crate::admin::http::serve(AdminListener::Unix(listeners.socket), slot.clone(), limits, shutdown.clone())),
+    ];
+    info!(https = %config.https_listen, tls_fingerprint = %identity.fingerprint, cert = %identity.cert_path.display(), "console listening");
+
+    if !plane.accounts.is_activated() {
+        if !await_activation(&plane, activated, &options, &config, &shutdown).await? {
+            for s in servers {
+                let _ = s.await;
+            }
+            info!("sgw stopped before activation");
+            return Ok(());
+        }
+    } else if options.activate_from.is_some() {
+        info!("already activated: --activate-from ignored");
+    }
+    // Activation may have chosen the cloud, the cache and the library.
+    let config = sources.load().map_err(|e| DaemonError::Config(e.to_string()))?;
+    let metrics = Arc::new(Metrics::new()?);
 
     let key_path = config.key_file();
     let (master_key, new_key) = load_or_create_master_key(&key_path)?;
@@ -141,10 +282,6 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), DaemonError>
     let portal = TcpListener::bind(config.iscsi_listen)
         .await
         .map_err(|source| DaemonError::Bind { addr: config.iscsi_listen, source })?;
-    let api_listener = TcpListener::bind(config.api_listen)
-        .await
-        .map_err(|source| DaemonError::Bind { addr: config.api_listen, source })?;
-    tokio::spawn(stop_on_signal(shutdown.clone()));
 
     let state = AppState {
         volumes: volumes.clone(),
@@ -157,15 +294,19 @@ pub async fn run(config: Config, options: RunOptions) -> Result<(), DaemonError>
     info!(
         iscsi = %config.iscsi_listen,
         api = %config.api_listen,
+        https = %config.https_listen,
         data_dir = %config.data_dir.display(),
         volumes = volumes.list().len(),
         cache_bytes = config.cache_size,
         "sgw ready"
     );
-    let api = axum::serve(api_listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    if let Err(e) = api.await {
-        error!(error = %e, "admin API failed");
-        shutdown.cancel();
+    let samples = crate::console::samples::Samples::new(Duration::from_secs(config.console_sample_secs));
+    tokio::spawn(samples.clone().run(state.metrics.registry.clone(), shutdown.clone()));
+    let console = crate::console::Console { plane: plane.clone(), app: state, samples, config: Arc::new(config.clone()) };
+    slot.set(crate::admin::management_router(plane.clone(), Some(console)));
+    shutdown.cancelled().await;
+    for s in servers {
+        let _ = s.await;
     }
     match iscsi_task.await {
         Ok(Err(e)) => error!(error = %e, "iSCSI portal failed"),

@@ -10,7 +10,7 @@ use gateway::cached::SnapshotRecord;
 use gateway::client::Client;
 use gateway::cloud::inspect::InspectArgs;
 use gateway::cloud::store::{S3Config, StoreConfig};
-use gateway::config::{Config, ConfigFile};
+use gateway::config::{ConfigFile, ConfigSources};
 use gateway::daemon::RunOptions;
 use gateway::units::{parse_size, size_text};
 use gateway::volumes::{VolumeChap, VolumeInfo, VolumeKind};
@@ -18,9 +18,13 @@ use gateway::volumes::{VolumeChap, VolumeInfo, VolumeKind};
 #[derive(Parser)]
 #[command(name = "sgw", version, about = "Storage gateway: iSCSI volumes backed by S3")]
 struct Cli {
-    /// Where the CLI finds the gateway's admin API.
-    #[arg(long, global = true, env = "SGW_API", default_value = "http://127.0.0.1:8080")]
-    api: String,
+    /// Where the CLI finds the gateway: `unix:PATH` (its socket, on the
+    /// gateway's own host: no password needed), or `https://HOST:8443`
+    /// (with SGW_TLS_FINGERPRINT or SGW_CA_CERT) or `http://127.0.0.1:8080`
+    /// with an API token in SGW_TOKEN [default: unix:$SGW_DATA_DIR/sgw.sock,
+    /// SGW_DATA_DIR defaulting to ./sgw-data].
+    #[arg(long, global = true, env = "SGW_API")]
+    api: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +49,56 @@ enum Command {
     /// List, decode and verify the objects in a bucket or local store,
     /// without a running gateway.
     Inspect(InspectArgs),
+    /// Print the activation code of an unactivated gateway (read from its
+    /// data directory: run it on the gateway's host).
+    ActivationCode {
+        /// The gateway's data directory [default: $SGW_DATA_DIR or ./sgw-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// API tokens for scripts and remote CLIs (sent as `Authorization:
+    /// Bearer`).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The admin account.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// The gateway's name, version, uptime and TLS fingerprint.
+    Gateway {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token; it is printed once and stored only hashed.
+    Create { name: String },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set a new admin password without the old one, over the gateway's
+    /// local socket (root on the gateway's host). Every console session
+    /// ends.
+    ResetPassword {
+        /// Read the new password from this file instead of standard input.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Write the recovery kit (master key, bucket, prefix) as JSON.
+    RecoveryKit {
+        /// Where to write it (created owner-only); standard output if absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -55,9 +109,28 @@ struct ServeArgs {
     /// iSCSI portal address [default: 0.0.0.0:3260].
     #[arg(long)]
     iscsi_listen: Option<SocketAddr>,
-    /// Admin API address [default: 127.0.0.1:8080].
+    /// Plain-HTTP API address, loopback only: for the local CLI and tests
+    /// [default: 127.0.0.1:8080].
     #[arg(long)]
     api_listen: Option<SocketAddr>,
+    /// The console and API over HTTPS [default: 0.0.0.0:8443].
+    #[arg(long)]
+    https_listen: Option<SocketAddr>,
+    /// Your own certificate (PEM chain) for the console; a self-signed one
+    /// is made on first start otherwise.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A DNS name the console answers to (repeatable); localhost, the host
+    /// name and the machine's addresses always are.
+    #[arg(long = "console-name")]
+    console_names: Vec<String>,
+    /// Claim an unactivated gateway headlessly with this activation
+    /// request (JSON: the body of POST /api/v1/activate, without the code).
+    #[arg(long)]
+    activate_from: Option<PathBuf>,
     /// Data directory [default: ./sgw-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -142,10 +215,51 @@ enum VolumeCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a volume and its data.
-    Delete { name: String },
+    /// Delete a volume and its data; refused while initiators are logged
+    /// in, unless --force (which logs them out first).
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
     /// Commit a recovery point of a cached volume now.
     RecoveryPoint { name: String },
+    /// Set or remove a volume's CHAP; it applies from the next login
+    /// (sessions logged in go on until they log out).
+    SetChap {
+        name: String,
+        /// The initiator's CHAP user.
+        #[arg(long, required_unless_present = "none", conflicts_with = "none")]
+        chap_user: Option<String>,
+        /// A file holding the CHAP secret (12-255 characters); without it
+        /// the secret is read from standard input.
+        #[arg(long)]
+        chap_secret_file: Option<PathBuf>,
+        /// Mutual CHAP: the target's user; its secret comes from
+        /// --mutual-secret-file.
+        #[arg(long, requires_all = ["mutual_secret_file", "chap_user"])]
+        mutual_user: Option<String>,
+        #[arg(long, requires = "mutual_user")]
+        mutual_secret_file: Option<PathBuf>,
+        /// Remove CHAP: any initiator may log in.
+        #[arg(long)]
+        none: bool,
+    },
+}
+
+/// A secret from a file, or one line of standard input; never from argv,
+/// where other local users can read it.
+fn read_secret(file: Option<&std::path::Path>, what: &str) -> Result<String, String> {
+    let text = match file {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => {
+            eprintln!("{what} (one line on standard input):");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+            line
+        }
+    };
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -211,6 +325,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let flags = ConfigFile {
         iscsi_listen: args.iscsi_listen,
         api_listen: args.api_listen,
+        https_listen: args.https_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        console_names: (!args.console_names.is_empty()).then_some(args.console_names),
+        metrics_token: None,
+        session_idle_timeout_secs: None,
+        console_sample_secs: None,
         data_dir: args.data_dir,
         cache_size: args.cache_size,
         cache_disk: None,
@@ -220,16 +341,22 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         library_personality: None,
         tape_min_size_bytes: None,
     };
-    let config = Config::load(args.config.as_deref(), flags).map_err(|e| e.to_string())?;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let sources = ConfigSources { file: args.config, flags };
+    // Read once here so that a bad file or flag fails before logging starts.
+    sources.load().map_err(|e| e.to_string())?;
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        let log = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        // The console's Events page sees what the log shows.
+        tracing_subscriber::registry().with(filter).with(log).with(gateway::console::events::EventLayer).init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(gateway::daemon::run(config, RunOptions { recover: args.recover })).map_err(|e| e.to_string())
+    let options = RunOptions { recover: args.recover, activate_from: args.activate_from };
+    rt.block_on(gateway::daemon::run(sources, options)).map_err(|e| e.to_string())
 }
 
 fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
@@ -267,9 +394,27 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
                 print_table(&vols);
             }
         }
-        VolumeCommand::Delete { name } => {
-            client.delete_volume(&name).map_err(|e| e.to_string())?;
+        VolumeCommand::Delete { name, force } => {
+            client.delete_volume(&name, force).map_err(|e| e.to_string())?;
             println!("deleted {name}");
+        }
+        VolumeCommand::SetChap { name, chap_user, chap_secret_file, mutual_user, mutual_secret_file, none } => {
+            let chap = match (none, chap_user) {
+                (true, _) | (false, None) => None,
+                (false, Some(user)) => {
+                    let secret = read_secret(chap_secret_file.as_deref(), "CHAP secret")?;
+                    let mutual_secret = match &mutual_user {
+                        Some(_) => Some(read_secret(mutual_secret_file.as_deref(), "mutual CHAP secret")?),
+                        None => None,
+                    };
+                    Some(VolumeChap { user, secret, mutual_user, mutual_secret })
+                }
+            };
+            let v = client
+                .update_volume(&name, &gateway::api::UpdateVolume { chap })
+                .map_err(|e| e.to_string())?;
+            let state = if v.mutual_chap_enabled { "mutual" } else if v.chap_enabled { "on" } else { "off" };
+            println!("{name}: CHAP {state}; it applies from the next login");
         }
         VolumeCommand::RecoveryPoint { name } => {
             let rp = client.create_recovery_point(&name).map_err(|e| e.to_string())?;
@@ -317,18 +462,121 @@ fn inspect(args: InspectArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("SGW_DATA_DIR").map_or_else(|| PathBuf::from("./sgw-data"), PathBuf::from)
+}
+
+fn client(api: &Option<String>) -> Result<Client, String> {
+    let api = api.clone().unwrap_or_else(|| format!("unix:{}", default_data_dir().join("sgw.sock").display()));
+    let token = std::env::var("SGW_TOKEN").ok().filter(|t| !t.is_empty());
+    Client::new(&api, token).map_err(|e| e.to_string())
+}
+
+fn token(client: &Client, cmd: TokenCommand) -> Result<(), String> {
+    match cmd {
+        TokenCommand::Create { name } => {
+            let t = client.create_token(&name).map_err(|e| e.to_string())?;
+            eprintln!("token {} ({}) created; it is shown only now:", t.info.id, t.info.name);
+            println!("{}", t.token);
+        }
+        TokenCommand::List { json } => {
+            let tokens = client.list_tokens().map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens).map_err(|e| e.to_string())?);
+            } else {
+                println!("{:<14} {:<32} CREATED", "ID", "NAME");
+                for t in tokens {
+                    println!("{:<14} {:<32} {}", t.id, t.name, gateway::units::date_text(t.created_unix));
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            client.revoke_token(&id).map_err(|e| e.to_string())?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+fn admin(client: &Client, cmd: AdminCommand) -> Result<(), String> {
+    match cmd {
+        AdminCommand::ResetPassword { password_file } => {
+            let text = match password_file {
+                Some(p) => std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?,
+                None => {
+                    eprintln!("new admin password (one line on standard input):");
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+                    line
+                }
+            };
+            let new_password = text.trim_end_matches(['\r', '\n']).to_string();
+            client
+                .set_password(&gateway::admin::routes::ChangePassword { current_password: None, new_password })
+                .map_err(|e| e.to_string())?;
+            println!("admin password changed; console sessions ended");
+        }
+        AdminCommand::RecoveryKit { out } => {
+            let kit = client.recovery_kit().map_err(|e| e.to_string())?;
+            let text = serde_json::to_string_pretty(&kit).map_err(|e| e.to_string())?;
+            match out {
+                Some(p) => {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&p)
+                        .map_err(|e| format!("{}: {e}", p.display()))?;
+                    f.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+                    eprintln!("recovery kit written to {}: keep it apart from the gateway", p.display());
+                }
+                None => println!("{text}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Volume(cmd) => volume(&Client::new(&cli.api), cmd),
-        Command::Snapshot(cmd) => snapshot(&Client::new(&cli.api), cmd),
-        Command::Tape(cmd) => gateway::tapes::cli::run(&Client::new(&cli.api), cmd),
-        Command::Recover => Client::new(&cli.api)
-            .recover()
-            .map(|r| println!("recovered {} volumes", r.volumes))
-            .map_err(|e| e.to_string()),
+        Command::Volume(cmd) => client(&cli.api).and_then(|c| volume(&c, cmd)),
+        Command::Snapshot(cmd) => client(&cli.api).and_then(|c| snapshot(&c, cmd)),
+        Command::Tape(cmd) => client(&cli.api).and_then(|c| gateway::tapes::cli::run(&c, cmd)),
+        Command::Recover => client(&cli.api)
+            .and_then(|c| c.recover().map_err(|e| e.to_string()))
+            .map(|r| println!("recovered {} volumes", r.volumes)),
         Command::Inspect(args) => inspect(args),
+        Command::ActivationCode { data_dir } => {
+            let dir = data_dir.unwrap_or_else(default_data_dir);
+            gateway::admin::activation::ActivationCode::read(&dir).map(|code| println!("{code}")).map_err(|e| {
+                format!(
+                    "no activation code in {}: {e} (the gateway is activated already, or `sgw serve` has not \
+                     started there)",
+                    dir.display()
+                )
+            })
+        }
+        Command::Token(cmd) => client(&cli.api).and_then(|c| token(&c, cmd)),
+        Command::Admin(cmd) => client(&cli.api).and_then(|c| admin(&c, cmd)),
+        Command::Gateway { json } => client(&cli.api).and_then(|c| {
+            let g = c.gateway().map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&g).map_err(|e| e.to_string())?);
+            } else {
+                println!("name:            {}", g.name);
+                println!("timezone:        {}", g.timezone);
+                println!("version:         {}", g.version);
+                println!("uptime:          {} s", g.uptime_secs);
+                println!("activated:       {}", gateway::units::date_text(g.activated_unix));
+                println!("tls fingerprint: {}", g.tls_fingerprint.unwrap_or_default());
+                println!("master key:      {}", g.master_key_path.display());
+            }
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,6 @@
 //! persisted in `volumes.json`, replaced atomically on every change.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -28,7 +27,7 @@ pub const MIN_VOLUME_SIZE: u64 = 1 << 20;
 pub const MAX_VOLUME_SIZE: u64 = 32 << 40;
 
 /// CHAP settings of a volume's target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeChap {
     pub user: String,
     pub secret: String,
@@ -39,7 +38,7 @@ pub struct VolumeChap {
 }
 
 /// What backs a volume.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VolumeKind {
     /// The primary copy in the cloud, hot and unsent data in the cache.
@@ -80,7 +79,7 @@ pub struct VolumeRecord {
 }
 
 /// Volume states, named as AWS Storage Gateway names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum VolumeState {
     /// Being made (a clone copying its source's map).
@@ -95,7 +94,7 @@ pub enum VolumeState {
 }
 
 /// A volume as the API reports it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeInfo {
     pub name: String,
     pub size_bytes: u64,
@@ -183,6 +182,16 @@ fn valid_secret(s: &str) -> bool {
     (12..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
+fn chap_config(c: Option<&VolumeChap>) -> Option<ChapConfig> {
+    c.map(|c| ChapConfig {
+        initiator: ChapCredentials { user: c.user.clone(), secret: c.secret.clone() },
+        mutual: match (&c.mutual_user, &c.mutual_secret) {
+            (Some(u), Some(s)) => Some(ChapCredentials { user: u.clone(), secret: s.clone() }),
+            _ => None,
+        },
+    })
+}
+
 fn validate_chap(c: &VolumeChap) -> Result<(), VolumeError> {
     if c.user.is_empty() || c.user.len() > 255 {
         return Err(VolumeError::InvalidChap("the CHAP user must be 1 to 255 characters"));
@@ -229,18 +238,6 @@ pub struct VolumeManager {
 
 /// Writes `name` in `dir` atomically: temp file, fsync, rename, fsync dir.
 /// Mode 0600: the volume list holds CHAP secrets.
-pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        set_private(&f)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 impl VolumeManager {
     /// Opens the volumes under `data_dir`, creating the layout if needed.
     /// Without `cached` only local volumes can exist.
@@ -332,20 +329,40 @@ impl VolumeManager {
             removable: r.removable,
         };
         let lu: Arc<dyn LogicalUnit> = Arc::new(DiskUnit::new(device.clone(), identity));
-        let chap = r.chap.as_ref().map(|c| ChapConfig {
-            initiator: ChapCredentials { user: c.user.clone(), secret: c.secret.clone() },
-            mutual: match (&c.mutual_user, &c.mutual_secret) {
-                (Some(u), Some(s)) => Some(ChapCredentials { user: u.clone(), secret: s.clone() }),
-                _ => None,
-            },
-        });
         let target = Arc::new(Target {
             name: target_iqn(&r.name),
             alias: Some(r.name.clone()),
-            chap,
+            chap: chap_config(r.chap.as_ref()),
             luns: BTreeMap::from([(0u64, lu)]),
         });
         Ok(Volume { record: r, target, device, cached })
+    }
+
+    /// Sets or removes a volume's CHAP. The next login uses it; sessions
+    /// logged in already go on until they log out (they hold the old
+    /// target).
+    pub async fn set_chap(&self, name: &str, chap: Option<VolumeChap>) -> Result<VolumeInfo, VolumeError> {
+        if let Some(c) = &chap {
+            validate_chap(c)?;
+        }
+        let _changes = self.changes.lock().await;
+        let mut vols = self.write();
+        let v = vols.get_mut(name).ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+        let old = (v.record.chap.clone(), v.target.clone());
+        v.record.chap = chap;
+        v.target = Arc::new(Target {
+            name: old.1.name.clone(),
+            alias: old.1.alias.clone(),
+            chap: chap_config(v.record.chap.as_ref()),
+            luns: old.1.luns.clone(),
+        });
+        if let Err(e) = self.persist(&vols) {
+            if let Some(v) = vols.get_mut(name) {
+                (v.record.chap, v.target) = old;
+            }
+            return Err(e);
+        }
+        Ok(self.info(&vols[name]))
     }
 
     /// Makes every completed write of every volume durable (clean shutdown).
@@ -360,7 +377,7 @@ impl VolumeManager {
     fn persist(&self, vols: &BTreeMap<String, Volume>) -> Result<(), VolumeError> {
         let records: Vec<&VolumeRecord> = vols.values().map(|v| &v.record).collect();
         let bytes = serde_json::to_vec_pretty(&records).map_err(std::io::Error::other)?;
-        write_atomically(&self.dir, "volumes.json", &bytes)?;
+        crate::files::write_atomically(&self.dir, "volumes.json", &bytes)?;
         Ok(())
     }
 
@@ -440,7 +457,25 @@ impl VolumeManager {
             source,
             removable: req.removable,
         };
-        let volume = self.build(record, Some(content)).await?;
+        let volume = match self.build(record, Some(content)).await {
+            Ok(v) => v,
+            Err(e) => {
+                if req.kind == VolumeKind::Local {
+                    self.remove_image_files(&req.name);
+                }
+                // A file larger than the filesystem allows (EFBIG) is the
+                // admin's size, not a fault of the gateway.
+                return Err(match e {
+                    VolumeError::Io(io) if io.raw_os_error() == Some(libc::EFBIG) => {
+                        VolumeError::InvalidRequest(format!(
+                            "a local volume of {} bytes is larger than the data directory's filesystem allows in one file",
+                            req.size_bytes
+                        ))
+                    }
+                    e => e,
+                });
+            }
+        };
         let info = {
             let mut vols = self.write();
             vols.insert(req.name.clone(), volume);
@@ -473,10 +508,21 @@ impl VolumeManager {
         if let (Some(c), Some(service)) = (&removed.cached, &self.cached) {
             service.delete(c.id()).await?;
         }
-        match std::fs::remove_file(self.image_path(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
+        self.remove_image_files(name);
+        Ok(())
+    }
+
+    /// Removes a local volume's image and its atomic-write journal.
+    fn remove_image_files(&self, name: &str) {
+        let image = self.image_path(name);
+        let mut journal = image.clone().into_os_string();
+        journal.push(".journal");
+        for path in [image, PathBuf::from(journal)] {
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a deleted volume's file");
+                }
+            }
         }
     }
 
@@ -603,11 +649,6 @@ impl VolumeManager {
         service.adopt_snapshots(catalog.snapshots)?;
         Ok(count)
     }
-}
-
-fn set_private(f: &std::fs::File) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
 }
 
 impl TargetCatalog for VolumeManager {

@@ -2,7 +2,9 @@
 # Installs what the test suite needs on a fresh Debian 12 machine: the C
 # toolchain and RocksDB for the rocksdb crate, and the real peers the tests
 # talk to (libiscsi's tools, qemu's iscsi driver, Debian's tgt for the
-# benchmarks). Idempotent; run as root.
+# benchmarks), and Debian's Chromium, which the browser tests drive through
+# Playwright (Playwright cannot download its own browsers here; never run
+# `playwright install`). Idempotent; run as root.
 set -euo pipefail
 
 need_apt=0
@@ -14,6 +16,8 @@ done
 # qemu-img must have the iscsi driver (Debian 12's 7.2 with qemu-block-extra;
 # the preinstalled backports 10.x has none).
 qemu-img --help 2>/dev/null | grep -qw iscsi || need_apt=1
+# The browser tests (tests/browser/) launch /usr/bin/chromium.
+{ command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; } || need_apt=1
 
 if [ "$need_apt" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -25,7 +29,7 @@ if [ "$need_apt" = 1 ]; then
     clang libclang-dev librocksdb-dev \
     libiscsi-bin libiscsi-dev \
     "qemu-utils=$qver" "qemu-block-extra=$qver" \
-    tgt >/dev/null
+    tgt chromium >/dev/null
 fi
 
 if [ -x tests/install-python-deps.sh ]; then

@@ -56,11 +56,22 @@ pub fn have_tool(tool: &str) -> bool {
 pub struct GatewayOptions {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Leave a fresh gateway unactivated (by default the harness claims it
+    /// with `--activate-from`, as automation would).
+    pub unactivated: bool,
 }
+
+/// The admin password the harness activates gateways with.
+pub const ADMIN_PASSWORD: &str = "harness-admin-password";
 
 impl GatewayOptions {
     pub fn args(args: &[&str]) -> GatewayOptions {
-        GatewayOptions { args: args.iter().map(|a| a.to_string()).collect(), env: Vec::new() }
+        GatewayOptions { args: args.iter().map(|a| a.to_string()).collect(), ..Default::default() }
+    }
+
+    /// A gateway that waits for an admin to claim it.
+    pub fn unactivated() -> GatewayOptions {
+        GatewayOptions { unactivated: true, ..Default::default() }
     }
 }
 
@@ -71,6 +82,11 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     pub iscsi_port: u16,
     pub api_port: u16,
+    /// The console's HTTPS port.
+    pub https_port: u16,
+    /// An API token made over the gateway's socket (empty while
+    /// unactivated).
+    pub token: String,
     _tmp: Option<TempDir>,
     log: PathBuf,
 }
@@ -118,11 +134,13 @@ impl Gateway {
     fn try_start(data_dir: &Path, iscsi_port: u16, api_port: u16, options: &GatewayOptions) -> Option<Gateway> {
         let log = data_dir.with_extension(format!("log.{}", rand::random::<u32>()));
         let logfile = std::fs::File::create(&log).expect("log file");
+        let https_port = free_port();
         let mut cmd = Command::new(sgw_bin());
         cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--iscsi-listen", &format!("127.0.0.1:{iscsi_port}")])
             .args(["--api-listen", &format!("127.0.0.1:{api_port}")])
+            .args(["--https-listen", &format!("127.0.0.1:{https_port}")])
             .args(&options.args)
             .env("RUST_LOG", "info")
             .stdout(logfile.try_clone().expect("log"))
@@ -134,6 +152,17 @@ impl Gateway {
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
+        if !options.unactivated {
+            std::fs::create_dir_all(data_dir).expect("data dir");
+            let file = data_dir.join("test-activate.json");
+            let body = serde_json::json!({
+                "gateway_name": "test-gw",
+                "admin_user": "admin",
+                "admin_password": ADMIN_PASSWORD,
+            });
+            std::fs::write(&file, body.to_string()).expect("activation file");
+            cmd.arg("--activate-from").arg(&file);
+        }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", sgw_bin().display()));
         let mut g = Gateway {
             child: Some(child),
@@ -141,13 +170,22 @@ impl Gateway {
             data_dir: data_dir.to_path_buf(),
             iscsi_port,
             api_port,
+            https_port,
+            token: String::new(),
             _tmp: None,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if ureq::get(&format!("{}/api/v1/health", g.api())).call().is_ok() {
-                return Some(g);
+            let health = ureq::get(&format!("{}/api/v1/health", g.api())).call().ok().and_then(|r| r.into_json::<serde_json::Value>().ok());
+            if let Some(h) = health {
+                if options.unactivated && h["activated"] == false {
+                    return Some(g);
+                }
+                if h["ready"] == true {
+                    g.token = g.api_token();
+                    return Some(g);
+                }
             }
             if let Some(c) = g.child.as_mut() {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -185,13 +223,58 @@ impl Gateway {
         format!("http://127.0.0.1:{}", self.api_port)
     }
 
+    /// The console's HTTPS URL.
+    pub fn console(&self) -> String {
+        format!("https://127.0.0.1:{}", self.https_port)
+    }
+
+    /// The `--api` of the gateway's own socket.
+    pub fn socket_api(&self) -> String {
+        format!("unix:{}", self.data_dir.join("sgw.sock").display())
+    }
+
+    /// A token for this data directory: made once over the socket and kept
+    /// beside the data, so restarts reuse it.
+    fn api_token(&self) -> String {
+        let file = self.data_dir.join("test-token");
+        if let Ok(t) = std::fs::read_to_string(&file) {
+            return t.trim().to_string();
+        }
+        let out = self.cli(&["token", "create", "tests"]);
+        assert!(out.status.success(), "token create: {}", text(&out));
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        std::fs::write(&file, &token).expect("token file");
+        token
+    }
+
+    fn with_token(&self, r: ureq::Request) -> ureq::Request {
+        r.set("authorization", &format!("Bearer {}", self.token))
+    }
+
+    /// An authenticated API request (path from `/api/...`).
+    pub fn get(&self, path: &str) -> ureq::Request {
+        self.with_token(ureq::get(&format!("{}{path}", self.api())))
+    }
+
+    pub fn post(&self, path: &str) -> ureq::Request {
+        self.with_token(ureq::post(&format!("{}{path}", self.api())))
+    }
+
+    pub fn patch(&self, path: &str) -> ureq::Request {
+        self.with_token(ureq::request("PATCH", &format!("{}{path}", self.api())))
+    }
+
+    pub fn delete(&self, path: &str) -> ureq::Request {
+        self.with_token(ureq::delete(&format!("{}{path}", self.api())))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).expect("running")
     }
 
     /// Runs the `sgw` CLI against this gateway.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(sgw_bin()).arg("--api").arg(self.api()).args(args).output().expect("run sgw cli")
+        Command::new(sgw_bin()).arg("--api").arg(self.socket_api()).args(args).output().expect("run sgw cli")
     }
 
     /// Creates a volume through the API; returns its target IQN.
@@ -200,7 +283,8 @@ impl Gateway {
     }
 
     pub fn create_volume_json(&self, body: serde_json::Value) -> String {
-        let r = ureq::post(&format!("{}/api/v1/volumes", self.api()))
+        let r = self
+            .post("/api/v1/volumes")
             .send_json(body)
             .unwrap_or_else(|e| panic!("create volume: {e}"));
         let v: serde_json::Value = r.into_json().expect("json");

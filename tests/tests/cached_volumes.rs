@@ -236,9 +236,14 @@ fn disaster_recovery_serves_the_last_recovery_point() {
     // Without the key, a gateway refuses the bucket rather than making a new key.
     let mut o3 = moto.gateway_options("dr");
     o3.args.extend(["--data-dir".into(), work.path().join("nokey").display().to_string()]);
+    let claim = work.path().join("claim.json");
+    let body = r#"{"gateway_name":"dr","admin_user":"admin","admin_password":"twelve-chars-at-least"}"#;
+    std::fs::write(&claim, body).expect("activation file");
     let out = run(
         Command::new(sgw_tests::sgw_bin())
-            .args(["serve", "--iscsi-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+            .args(["serve", "--iscsi-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--https-listen", "127.0.0.1:0"])
+            .arg("--activate-from")
+            .arg(&claim)
             .args(&o3.args)
             .envs(o3.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         Duration::from_secs(60),
@@ -463,7 +468,7 @@ fn states_and_metrics() {
         (serde_json::json!({"name": "c", "from_snapshot": "a", "from_volume": "m"}), 400),
         (serde_json::json!({"name": "c", "size_bytes": 1 << 30, "kind": "local", "from_volume": "m"}), 400),
     ] {
-        match ureq::post(&format!("{}/api/v1/volumes", gw.api())).send_json(body.clone()) {
+        match gw.post("/api/v1/volumes").send_json(body.clone()) {
             Err(ureq::Error::Status(code, resp)) => {
                 let msg = resp.into_string().unwrap_or_default();
                 assert_eq!(code, want, "{body}: {msg}");
@@ -472,9 +477,9 @@ fn states_and_metrics() {
             other => panic!("{body}: expected {want}, got {other:?}"),
         }
     }
-    let r = ureq::post(&format!("{}/api/v1/volumes/none/recovery-points", gw.api())).call();
+    let r = gw.post("/api/v1/volumes/none/recovery-points").call();
     assert!(matches!(r, Err(ureq::Error::Status(404, _))));
-    let r = ureq::post(&format!("{}/api/v1/recover", gw.api())).call();
+    let r = gw.post("/api/v1/recover").call();
     assert!(matches!(r, Err(ureq::Error::Status(400, _))), "recover into a gateway with volumes");
 }
 

@@ -63,3 +63,41 @@ fn mutual_chap() {
     let (ok, t) = inq(&url, None);
     assert!(!ok, "one-way login to a mutual-CHAP target accepted: {t}");
 }
+
+#[test]
+fn chap_changes_apply_at_the_next_login() {
+    if !have_tool("iscsi-inq") {
+        return;
+    }
+    let gw = Gateway::start();
+    let iqn = gw.create_volume("chap3", 16 << 20);
+    let (ok, t) = inq(&gw.url(&iqn), None);
+    assert!(ok, "an open volume refused: {t}");
+    // Through the API: CHAP on.
+    let r = gw
+        .patch("/api/v1/volumes/chap3")
+        .send_json(serde_json::json!({"chap": {"user": USER, "secret": SECRET}}))
+        .expect("patch");
+    let v: serde_json::Value = r.into_json().expect("json");
+    assert_eq!(v["chap_enabled"], true);
+    assert!(!inq(&gw.url(&iqn), None).0, "login without CHAP accepted after the change");
+    assert!(inq(&gw.url_chap(&iqn, USER, SECRET), None).0, "the new secret refused");
+    // `{}` changes nothing and says so.
+    match gw.patch("/api/v1/volumes/chap3").send_json(serde_json::json!({})) {
+        Err(ureq::Error::Status(400, _)) => {}
+        other => panic!("empty PATCH: {other:?}"),
+    }
+    // Through the CLI, the secret from a file (never argv): a new secret.
+    let file = gw.data_dir.join("chap-secret");
+    std::fs::write(&file, "another-secret-99\n").expect("secret file");
+    let out = gw.cli(&["volume", "set-chap", "chap3", "--chap-user", USER, "--chap-secret-file", &file.to_string_lossy()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!inq(&gw.url_chap(&iqn, USER, SECRET), None).0, "the old secret still works");
+    assert!(inq(&gw.url_chap(&iqn, USER, "another-secret-99"), None).0, "the new secret refused");
+    // Off again; the change survives a restart.
+    let out = gw.cli(&["volume", "set-chap", "chap3", "--none"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(inq(&gw.url(&iqn), None).0, "CHAP removed but login refused");
+    let vols = gw.cli(&["volume", "list", "--json"]);
+    assert!(String::from_utf8_lossy(&vols.stdout).contains("\"chap_enabled\": false"), "{}", text(&vols));
+}

@@ -42,7 +42,6 @@ fn cli_creates_lists_and_deletes() {
 #[test]
 fn api_rejects_bad_input_with_messages() {
     let gw = Gateway::start();
-    let url = format!("{}/api/v1/volumes", gw.api());
     let cases = [
         ("{not json", 400),
         (r#"{"name":"x"}"#, 400),
@@ -52,21 +51,21 @@ fn api_rejects_bad_input_with_messages() {
         (r#"{"name":"ok","size_bytes":1048576,"chap":{"user":"u","secret":"short"}}"#, 400),
     ];
     for (body, want) in cases {
-        let r = ureq::post(&url).set("content-type", "application/json").send_string(body);
+        let r = gw.post("/api/v1/volumes").set("content-type", "application/json").send_string(body);
         let (code, json) = status_and_body(r);
         assert_eq!(code, want, "{body} -> {code} {json}");
         assert!(json["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}: no message in {json}");
     }
     let ok = r#"{"name":"dup","size_bytes":1048576}"#;
-    let (code, _) = status_and_body(ureq::post(&url).set("content-type", "application/json").send_string(ok));
+    let (code, _) = status_and_body(gw.post("/api/v1/volumes").set("content-type", "application/json").send_string(ok));
     assert_eq!(code, 201);
-    let (code, json) = status_and_body(ureq::post(&url).set("content-type", "application/json").send_string(ok));
+    let (code, json) = status_and_body(gw.post("/api/v1/volumes").set("content-type", "application/json").send_string(ok));
     assert_eq!(code, 409, "{json}");
-    let (code, json) = status_and_body(ureq::get(&format!("{url}/nope")).call());
+    let (code, json) = status_and_body(gw.get("/api/v1/volumes/nope").call());
     assert_eq!(code, 404, "{json}");
-    let (code, json) = status_and_body(ureq::delete(&format!("{url}/nope")).call());
+    let (code, json) = status_and_body(gw.delete("/api/v1/volumes/nope").call());
     assert_eq!(code, 404, "{json}");
-    let (code, _) = status_and_body(ureq::get(&format!("{}/api/v1/nothing", gw.api())).call());
+    let (code, _) = status_and_body(gw.get("/api/v1/nothing").call());
     assert_eq!(code, 404);
     let metrics = ureq::get(&format!("{}/metrics", gw.api())).call().unwrap().into_string().unwrap();
     assert!(metrics.contains("sgw_volumes 1"), "{metrics}");

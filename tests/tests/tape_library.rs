@@ -209,7 +209,7 @@ fn barcode_and_size_rules_are_enforced() {
     refused(&["tape", "create", "--prefix", "AB", "--count", "11", "--size", "100GiB"], "invalid count");
 
     // The API answers 400 with a JSON message.
-    let r = ureq::post(&format!("{}/api/v1/tapes", gw.api()))
+    let r = gw.post("/api/v1/tapes")
         .send_json(serde_json::json!({"barcode": "x", "size_bytes": 107374182400u64}));
     match r {
         Err(ureq::Error::Status(400, resp)) => {

@@ -21,7 +21,7 @@ use crate::cloud::store::{list_all, StorageClass};
 use crate::cloud::{ChunkId, CloudError, CloudLayer, ErrorKind, ObjectStore, StoreError};
 
 /// A snapshot: a recovery point kept until deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SnapshotRecord {
     pub id: String,
     pub volume_name: String,
@@ -391,7 +391,7 @@ impl CachedVolumes {
     fn persist_snapshots(&self) -> Result<(), ServiceError> {
         let list: Vec<SnapshotRecord> = self.snapshot_list();
         let bytes = serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?;
-        crate::volumes::write_atomically(&self.data_dir, "snapshots.json", &bytes)?;
+        crate::files::write_atomically(&self.data_dir, "snapshots.json", &bytes)?;
         Ok(())
     }
 

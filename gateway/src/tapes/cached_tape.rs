@@ -337,7 +337,7 @@ impl TapeStream for CachedTape {
         tokio::task::spawn_blocking(move || {
             let dir = path.parent().ok_or_else(|| io::Error::other("index path has no directory"))?;
             let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| io::Error::other("bad index name"))?;
-            crate::volumes::write_atomically(dir, name, &encoded)
+            crate::files::write_atomically(dir, name, &encoded)
         })
         .await
         .map_err(|e| TapeStoreError::Io(e.to_string()))?

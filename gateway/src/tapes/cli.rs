@@ -54,7 +54,7 @@ pub enum PoolArg {
     DeepArchive,
 }
 
-fn location(l: &TapeLocation) -> String {
+pub(crate) fn location(l: &TapeLocation) -> String {
     let at = |what: &str| l.element.map_or(what.to_owned(), |e| format!("{what} {e}"));
     match l.kind {
         LocationKind::Storage => at("slot"),

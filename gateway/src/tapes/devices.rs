@@ -41,7 +41,7 @@ pub fn load_or_create_gateway_id(data_dir: &Path) -> std::io::Result<u64> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // 48 bits: room below for the device number in NAA ids.
             let id = rand::random::<u64>() >> 16;
-            crate::volumes::write_atomically(data_dir, GATEWAY_ID_FILE, format!("{id:016x}\n").as_bytes())?;
+            crate::files::write_atomically(data_dir, GATEWAY_ID_FILE, format!("{id:016x}\n").as_bytes())?;
             Ok(id)
         }
         Err(e) => Err(e),

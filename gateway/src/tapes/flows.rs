@@ -347,7 +347,7 @@ impl TapeLibrary {
             maps.replace(id, &map).map_err(std::io::Error::other)?;
             let dir = index_path.parent().ok_or_else(|| std::io::Error::other("index path has no directory"))?;
             let name = index_path.file_name().and_then(|n| n.to_str()).ok_or_else(|| std::io::Error::other("bad name"))?;
-            crate::volumes::write_atomically(dir, name, &encoded)?;
+            crate::files::write_atomically(dir, name, &encoded)?;
             Ok(())
         })
         .await

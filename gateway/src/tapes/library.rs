@@ -26,7 +26,7 @@ use super::store::TapeStore;
 use crate::cached::Engine;
 
 /// Which library the changer presents itself as (`library_personality`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LibraryPersonality {
     /// AWS-Gateway-VTL.
@@ -61,7 +61,7 @@ impl Default for TapeConfig {
 }
 
 /// `POST /api/v1/tapes`: one barcode, or a prefix and a count.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTapes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,7 +78,7 @@ pub struct CreateTapes {
 }
 
 /// Where a tape is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LocationKind {
     Storage,
@@ -90,7 +90,7 @@ pub enum LocationKind {
     None,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TapeLocation {
     pub kind: LocationKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +101,7 @@ pub struct TapeLocation {
 }
 
 /// A tape as the API reports it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TapeInfo {
     pub barcode: String,
     pub size_bytes: u64,
@@ -113,7 +113,7 @@ pub struct TapeInfo {
     pub location: TapeLocation,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChangerInfo {
     pub iqn: String,
     pub lun: u64,
@@ -123,7 +123,7 @@ pub struct ChangerInfo {
     pub serial: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriveInfo {
     pub iqn: String,
     pub lun: u64,
@@ -134,7 +134,7 @@ pub struct DriveInfo {
 }
 
 /// `GET /api/v1/library`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LibraryInfo {
     pub changer: ChangerInfo,
     pub drives: Vec<DriveInfo>,

@@ -19,7 +19,7 @@ pub const MAX_TAPES_PER_REQUEST: u32 = 10;
 const GENERATED_BARCODE_LEN: usize = 8;
 
 /// The archive a tape goes to when it is exported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Pool {
     #[default]
@@ -38,7 +38,7 @@ impl Pool {
 
 /// Tape states, named as AWS names them. A deleted tape has no record; its
 /// barcode stays in [`TapeBook::used_barcodes`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TapeState {
     /// Recorded, not yet in an import/export slot (the application keeps
@@ -184,7 +184,7 @@ impl TapeBook {
 
     pub fn save(&self, data_dir: &Path) -> Result<(), TapeError> {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::volumes::write_atomically(data_dir, BOOK_FILE, &bytes)?;
+        crate::files::write_atomically(data_dir, BOOK_FILE, &bytes)?;
         Ok(())
     }
 

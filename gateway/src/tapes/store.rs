@@ -204,7 +204,7 @@ impl MediaLibrary for TapeStore {
     async fn save_elements(&self, state: &ElementMap) -> Result<(), TapeStoreError> {
         let bytes = serde_json::to_vec_pretty(state).map_err(unavailable)?;
         let dir = self.data_dir.clone();
-        tokio::task::spawn_blocking(move || crate::volumes::write_atomically(&dir, ELEMENTS_FILE, &bytes))
+        tokio::task::spawn_blocking(move || crate::files::write_atomically(&dir, ELEMENTS_FILE, &bytes))
             .await
             .map_err(unavailable)?
             .map_err(unavailable)

@@ -4,6 +4,7 @@
 mod config;
 mod local;
 mod local_paths;
+pub mod probe;
 mod restore_header;
 mod s3;
 mod s3_errors;

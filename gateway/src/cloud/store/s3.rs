@@ -78,6 +78,19 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// HEAD the bucket: does it exist, and may these credentials use it.
+    pub async fn head_bucket(&self) -> Result<(), StoreError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| map_sdk_error("head bucket", &self.bucket, e))
+    }
+}
+
 fn map_sdk_error<E>(op: &'static str, key: &str, err: SdkError<E>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

@@ -1,0 +1,166 @@
+//! What activation chooses (the cloud target, the cache, the library's
+//! personality), kept in `DATA_DIR/gateway.toml`. Its keys are config-file
+//! keys: the daemon reads it under any `--config` file and the flags, so
+//! automation can still override it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::activation::{CloudTarget, FieldError};
+use crate::cloud::store::{S3Config, StoreConfig};
+use crate::cloud::CloudConfig;
+use crate::files::write_atomically;
+use crate::tapes::LibraryPersonality;
+
+pub const SETTINGS_FILE: &str = "gateway.toml";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivatedSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_disk: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library_personality: Option<LibraryPersonality>,
+    /// Absent: the embedded store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<CloudConfig>,
+}
+
+impl ActivatedSettings {
+    pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        let text = toml::to_string(self).map_err(std::io::Error::other)?;
+        write_atomically(data_dir, SETTINGS_FILE, text.as_bytes())
+    }
+
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(SETTINGS_FILE)
+    }
+}
+
+/// The cloud configuration of a target; `None` for the embedded store.
+pub fn cloud_config(target: &CloudTarget) -> Result<Option<CloudConfig>, FieldError> {
+    let CloudTarget::S3 { bucket, endpoint, region, prefix, path_style, access_key_id, secret_access_key } = target else {
+        return Ok(None);
+    };
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'));
+    if !bucket_ok {
+        return Err(FieldError::new("s3_bucket", "a bucket name is 3-63 characters of a-z, 0-9, '.' and '-'"));
+    }
+    if let Some(e) = endpoint.as_deref().filter(|e| !e.is_empty()) {
+        let parsed: Result<axum::http::Uri, _> = e.parse();
+        let ok = parsed.as_ref().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !ok {
+            return Err(FieldError::new("s3_endpoint", format!("{e:?} is not an http:// or https:// URL")));
+        }
+    }
+    if region.is_empty() || region.len() > 64 || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(FieldError::new("s3_region", "a region is letters, digits and '-', e.g. us-east-1"));
+    }
+    if prefix.len() > 256 || prefix.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(FieldError::new("s3_prefix", "a prefix is at most 256 printable characters"));
+    }
+    let nonempty = |s: &Option<String>| s.clone().filter(|v| !v.is_empty());
+    let (access_key_id, secret_access_key) = (nonempty(access_key_id), nonempty(secret_access_key));
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        return Err(FieldError::new("s3_secret_access_key", "give both the access key id and the secret, or neither"));
+    }
+    Ok(Some(CloudConfig {
+        store: StoreConfig::S3(S3Config {
+            bucket: bucket.clone(),
+            region: region.clone(),
+            endpoint: endpoint.clone().filter(|e| !e.is_empty()),
+            path_style: *path_style,
+            access_key_id,
+            secret_access_key,
+            connect_timeout_secs: 10,
+        }),
+        prefix: prefix.trim_matches('/').to_string(),
+        retry: Default::default(),
+        bandwidth: Default::default(),
+        uploader: Default::default(),
+        zstd_level: crate::cloud::DEFAULT_ZSTD_LEVEL,
+    }))
+}
+
+/// Share of the filesystem the cache must leave free.
+const RESERVED_PERCENT: u64 = 5;
+
+/// Refuses a cache that would not fit in `dir`'s filesystem with 5% of it
+/// left free.
+pub fn check_cache_space(dir: &Path, size: u64) -> Result<(), FieldError> {
+    let existing = nearest_existing(dir);
+    let Some((avail, total)) = crate::files::free_space(&existing) else {
+        return Err(FieldError::new("cache_size", format!("cannot read the free space of {}", existing.display())));
+    };
+    let usable = avail.saturating_sub(total / 100 * RESERVED_PERCENT);
+    if size > usable {
+        return Err(FieldError::new(
+            "cache_size",
+            format!(
+                "{} does not fit: {} can give the cache at most {} (keeping {RESERVED_PERCENT}% of the filesystem free)",
+                crate::units::size_text(size),
+                existing.display(),
+                crate::units::size_text(usable)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn nearest_existing(dir: &Path) -> PathBuf {
+    dir.ancestors().find(|p| p.exists()).map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_as_config_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = ActivatedSettings {
+            cache_size: Some(1 << 30),
+            library_personality: Some(LibraryPersonality::Stk),
+            cloud: cloud_config(&CloudTarget::S3 {
+                bucket: "bkt".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: "us-east-1".into(),
+                prefix: "/site-a/".into(),
+                path_style: true,
+                access_key_id: Some("k".into()),
+                secret_access_key: Some("s".into()),
+            })
+            .unwrap(),
+            cache_disk: None,
+        };
+        s.save(tmp.path()).unwrap();
+        let text = std::fs::read_to_string(ActivatedSettings::path(tmp.path())).unwrap();
+        let back: crate::config::ConfigFile = toml::from_str(&text).unwrap();
+        assert_eq!(back.cache_size, Some(1 << 30));
+        assert_eq!(back.cloud.unwrap().prefix, "site-a");
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let s3 = |bucket: &str, endpoint: &str| CloudTarget::S3 {
+            bucket: bucket.into(),
+            endpoint: Some(endpoint.into()),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+        };
+        assert_eq!(cloud_config(&s3("B!", "http://x")).unwrap_err().field, "s3_bucket");
+        assert_eq!(cloud_config(&s3("bucket", "ftp://x")).unwrap_err().field, "s3_endpoint");
+        assert!(cloud_config(&CloudTarget::Embedded).unwrap().is_none());
+        let e = check_cache_space(Path::new("/tmp"), u64::MAX / 2).unwrap_err();
+        assert_eq!(e.field, "cache_size");
+        assert!(e.error.contains("at most"), "{}", e.error);
+        assert!(check_cache_space(Path::new("/tmp/does/not/exist"), 1 << 20).is_ok());
+    }
+}

@@ -1,0 +1,353 @@
+//! The dashboard, the cloud page, settings (tokens, password, recovery
+//! kit) and the events list.
+
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+
+use super::samples::{latencies, rates, total};
+use super::svg::{chart, ms_text, rate_text, Series};
+use super::{page, Chrome, Console};
+use crate::admin::accounts::TokenInfo;
+use crate::admin::guard::Principal;
+use crate::admin::routes::{set_password, ChangePassword};
+use crate::cloud::store::StoreConfig;
+use crate::units::{date_text, size_text};
+
+pub fn router(c: Console) -> Router {
+    Router::new()
+        .route("/dashboard", get(dashboard))
+        .route("/cloud", get(cloud))
+        .route("/cloud/test", post(cloud_test))
+        .route("/settings", get(settings))
+        .route("/settings/tokens", post(create_token))
+        .route("/settings/tokens/{id}/revoke", post(revoke_token))
+        .route("/settings/password", post(change_password))
+        .route("/events", get(events))
+        .with_state(c)
+}
+
+/// The window the dashboard charts.
+const CHART_WINDOW: Duration = Duration::from_secs(3600);
+
+struct VolumeCard {
+    name: String,
+    kind: String,
+    state: String,
+    recovery_point_age: String,
+    write_bytes: u64,
+    read_bytes: u64,
+    throughput_svg: String,
+    latency_svg: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    chrome: Chrome,
+    version: String,
+    uptime: String,
+    health: String,
+    cache_used: String,
+    cache_dirty: String,
+    upload_buffer: String,
+    upload_rate: String,
+    download_rate: String,
+    volumes: Vec<VolumeCard>,
+    sample_secs: u64,
+}
+
+fn uptime_text(secs: u64) -> String {
+    format!("{}d {:02}h {:02}m", secs / 86400, secs % 86400 / 3600, secs % 3600 / 60)
+}
+
+fn age_text(secs: Option<u64>) -> String {
+    match secs {
+        None => "none yet".into(),
+        Some(s) if s < 120 => format!("{s} s ago"),
+        Some(s) if s < 7200 => format!("{} min ago", s / 60),
+        Some(s) => format!("{} h ago", s / 3600),
+    }
+}
+
+async fn dashboard(State(c): State<Console>, Extension(principal): Extension<Principal>) -> Response {
+    if let Some(cached) = &c.app.cached {
+        cached.publish_gauges();
+    }
+    let families = c.app.metrics.registry.gather();
+    let gauge = |name: &str| total(&families, name).unwrap_or(0.0);
+    let samples = c.samples.recent(CHART_WINDOW);
+    let (t0, t1) = (samples.first().map_or(0, |s| s.unix), samples.last().map_or(0, |s| s.unix));
+    let last_rate = |f: &dyn Fn(&super::samples::Sample) -> f64| {
+        rates(&samples, f).last().map_or_else(|| "–".to_string(), |&(_, r)| rate_text(r))
+    };
+    let volumes = c
+        .app
+        .volumes
+        .list()
+        .into_iter()
+        .map(|v| {
+            let name = v.name.clone();
+            let get = |s: &super::samples::Sample| s.volumes.get(&name).copied().unwrap_or_default();
+            let writes = rates(&samples, |s| get(s).write_bytes);
+            let reads = rates(&samples, |s| get(s).read_bytes);
+            let wlat = latencies(&samples, |s| (get(s).write_seconds, get(s).writes));
+            let rlat = latencies(&samples, |s| (get(s).read_seconds, get(s).reads));
+            let delta = |f: &dyn Fn(&super::samples::Sample) -> f64| match (samples.first(), samples.last()) {
+                (Some(a), Some(b)) => (f(b) - f(a)).max(0.0) as u64,
+                _ => 0,
+            };
+            VolumeCard {
+                kind: super::label(&v.kind),
+                state: super::label(&v.state),
+                recovery_point_age: age_text(v.recovery_point_age_secs),
+                write_bytes: delta(&|s| get(s).write_bytes),
+                read_bytes: delta(&|s| get(s).read_bytes),
+                throughput_svg: chart(
+                    &[Series { class: "write", points: &writes }, Series { class: "read", points: &reads }],
+                    t0,
+                    t1,
+                    "I/O",
+                    rate_text,
+                ),
+                latency_svg: chart(
+                    &[Series { class: "write", points: &wlat }, Series { class: "read", points: &rlat }],
+                    t0,
+                    t1,
+                    "I/O",
+                    ms_text,
+                ),
+                name: v.name,
+            }
+        })
+        .collect();
+    let p = DashboardPage {
+        chrome: Chrome::new(&c.plane, &principal, "dashboard"),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime: uptime_text(c.plane.started.elapsed().as_secs()),
+        health: "ok".into(),
+        cache_used: format!("{:.0}", gauge("sgw_cache_percent_used")),
+        cache_dirty: format!("{:.0}", gauge("sgw_cache_percent_dirty")),
+        upload_buffer: size_text(gauge("sgw_queued_writes_bytes") as u64),
+        upload_rate: last_rate(&|s| s.uploaded_bytes),
+        download_rate: last_rate(&|s| s.downloaded_bytes),
+        volumes,
+        sample_secs: c.samples.interval().as_secs(),
+    };
+    page(StatusCode::OK, &p)
+}
+
+#[derive(Template)]
+#[template(path = "cloud.html")]
+struct CloudPage {
+    chrome: Chrome,
+    kind: String,
+    bucket: String,
+    endpoint: String,
+    region: String,
+    prefix: String,
+    bandwidth: Vec<String>,
+    upload_total: String,
+    download_total: String,
+    test_result: String,
+    test_ok: bool,
+}
+
+fn cloud_page(c: &Console, principal: &Principal, test_result: String, test_ok: bool) -> CloudPage {
+    let cloud = c.config.cloud();
+    let (kind, bucket, endpoint, region) = match &cloud.store {
+        StoreConfig::S3(s) => ("S3".to_string(), s.bucket.clone(), s.endpoint.clone().unwrap_or_else(|| "AWS".into()), s.region.clone()),
+        StoreConfig::Local(l) => ("embedded store".to_string(), l.root.display().to_string(), "this machine".into(), String::new()),
+    };
+    let families = c.app.metrics.registry.gather();
+    let bandwidth = cloud
+        .bandwidth
+        .intervals
+        .iter()
+        .map(|i| {
+            let limit = |b: Option<u64>| b.map_or_else(|| "unlimited".to_string(), |b| format!("{} bit/s", b));
+            format!(
+                "days {:?} {:02}:{:02}–{:02}:{:02}: upload {}, download {}",
+                i.days_of_week,
+                i.start_hour,
+                i.start_minute,
+                i.end_hour,
+                i.end_minute,
+                limit(i.upload_bits_per_sec),
+                limit(i.download_bits_per_sec)
+            )
+        })
+        .collect();
+    CloudPage {
+        chrome: Chrome::new(&c.plane, principal, "cloud"),
+        kind,
+        bucket,
+        endpoint,
+        region,
+        prefix: cloud.prefix.clone(),
+        bandwidth,
+        upload_total: size_text(total(&families, "sgw_cloud_bytes_uploaded_total").unwrap_or(0.0) as u64),
+        download_total: size_text(total(&families, "sgw_cloud_bytes_downloaded_total").unwrap_or(0.0) as u64),
+        test_result,
+        test_ok,
+    }
+}
+
+async fn cloud(State(c): State<Console>, Extension(principal): Extension<Principal>) -> Response {
+    page(StatusCode::OK, &cloud_page(&c, &principal, String::new(), false))
+}
+
+async fn cloud_test(State(c): State<Console>, Extension(principal): Extension<Principal>) -> Response {
+    let cloud = c.config.cloud();
+    let (result, ok) = match &cloud.store {
+        StoreConfig::S3(s3) => match crate::cloud::store::probe::probe_s3(s3, &cloud.prefix).await {
+            Ok(()) => ("HEAD bucket, PUT, GET and DELETE of a probe object all succeeded".to_string(), true),
+            Err(e) => (e.to_string(), false),
+        },
+        StoreConfig::Local(l) => match std::fs::metadata(&l.root) {
+            Ok(m) if m.is_dir() => (format!("the embedded store at {} is reachable", l.root.display()), true),
+            Ok(_) | Err(_) => (format!("the embedded store at {} is missing", l.root.display()), false),
+        },
+    };
+    let status = if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
+    page(status, &cloud_page(&c, &principal, result, ok))
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    chrome: Chrome,
+    name: String,
+    timezone: String,
+    activated: String,
+    version: String,
+    fingerprint: String,
+    master_key_path: String,
+    tokens: Vec<(TokenInfo, String)>,
+    new_token: String,
+    error_field: String,
+    error: String,
+}
+
+fn settings_page(c: &Console, principal: &Principal) -> SettingsPage {
+    let id = c.plane.accounts.identity();
+    SettingsPage {
+        chrome: Chrome::new(&c.plane, principal, "settings"),
+        name: id.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
+        timezone: id.as_ref().map(|i| i.timezone.clone()).unwrap_or_default(),
+        activated: id.map(|i| date_text(i.activated_unix)).unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        fingerprint: c.plane.tls_fingerprint.clone().unwrap_or_default(),
+        master_key_path: c.plane.master_key_path.display().to_string(),
+        tokens: c.plane.accounts.list_tokens().into_iter().map(|t| {
+            let d = date_text(t.created_unix);
+            (t, d)
+        }).collect(),
+        new_token: String::new(),
+        error_field: String::new(),
+        error: String::new(),
+    }
+}
+
+async fn settings(State(c): State<Console>, Extension(principal): Extension<Principal>) -> Response {
+    page(StatusCode::OK, &settings_page(&c, &principal))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TokenForm {
+    name: String,
+}
+
+async fn create_token(State(c): State<Console>, Extension(principal): Extension<Principal>, Form(f): Form<TokenForm>) -> Response {
+    match c.plane.accounts.create_token(f.name.trim()) {
+        Ok((info, secret)) => {
+            tracing::info!(token = %info.id, name = %info.name, by = %principal.describe(), "API token created");
+            let mut p = settings_page(&c, &principal);
+            p.new_token = secret;
+            page(StatusCode::CREATED, &p)
+        }
+        Err(e) => {
+            let mut p = settings_page(&c, &principal);
+            p.error_field = "token_name".into();
+            p.error = e.to_string();
+            page(StatusCode::BAD_REQUEST, &p)
+        }
+    }
+}
+
+async fn revoke_token(State(c): State<Console>, Extension(principal): Extension<Principal>, Path(id): Path<String>) -> Response {
+    match c.plane.accounts.revoke_token(&id) {
+        Ok(()) => {
+            tracing::info!(token = %id, by = %principal.describe(), "API token revoked");
+            Redirect::to("/settings").into_response()
+        }
+        Err(e) => {
+            let mut p = settings_page(&c, &principal);
+            p.error_field = "tokens".into();
+            p.error = e.to_string();
+            page(StatusCode::NOT_FOUND, &p)
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct PasswordForm {
+    current_password: String,
+    new_password: String,
+    new_password_confirm: String,
+}
+
+async fn change_password(
+    State(c): State<Console>,
+    Extension(principal): Extension<Principal>,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    let mut p = settings_page(&c, &principal);
+    if f.new_password != f.new_password_confirm {
+        p.error_field = "new_password".into();
+        p.error = "the two new passwords differ".into();
+        return page(StatusCode::BAD_REQUEST, &p);
+    }
+    let req = ChangePassword { current_password: Some(f.current_password), new_password: f.new_password };
+    match set_password(&c.plane, &principal, req).await {
+        // Every session ended, this one too: log in again.
+        Ok(()) => Redirect::to("/login").into_response(),
+        Err(e) => {
+            p.error_field = "new_password".into();
+            p.error = e.to_string();
+            page(StatusCode::BAD_REQUEST, &p)
+        }
+    }
+}
+
+struct EventRow {
+    time: String,
+    level: String,
+    target: String,
+    message: String,
+    fields: String,
+}
+
+#[derive(Template)]
+#[template(path = "events.html")]
+struct EventsPage {
+    chrome: Chrome,
+    events: Vec<EventRow>,
+}
+
+async fn events(State(c): State<Console>, Extension(principal): Extension<Principal>) -> Response {
+    let events = super::events::EventLog::global()
+        .latest()
+        .into_iter()
+        .map(|e| EventRow { time: date_text(e.unix), level: e.level, target: e.target, message: e.message, fields: e.fields })
+        .collect();
+    page(StatusCode::OK, &EventsPage { chrome: Chrome::new(&c.plane, &principal, "events"), events })
+}
