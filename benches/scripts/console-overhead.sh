@@ -62,6 +62,9 @@ ACCEPT_RATIO=0.97
 
 die() { echo "console-overhead: error: $*" >&2; exit 1; }
 log() { echo "console-overhead: $*" >&2; }
+# The helpers shared with vs-tgt.sh (listed at the top of the file).
+# shellcheck source=benches/scripts/bench-lib.sh
+. benches/scripts/bench-lib.sh
 
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
 [[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "RUN_TIMEOUT must be a positive integer (got '$RUN_TIMEOUT')"
@@ -78,67 +81,21 @@ if ! [[ "$POLL_INTERVAL" =~ ^([0-9]+|[0-9]*\.[0-9]+)$ ]] \
 fi
 
 # --- prerequisites ----------------------------------------------------------
-need() {
-    command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
-}
-need qemu-img "install qemu-utils and qemu-block-extra together (apt-get install -y qemu-utils qemu-block-extra)"
-need curl "apt-get install -y curl"
-need ss "apt-get install -y iproute2"
-need timeout "coreutils"
-if ! qemu-img --help 2>/dev/null | grep -qw iscsi; then
-    die "this qemu-img has no iscsi driver: install qemu-utils and qemu-block-extra together (Debian's 7.2)"
-fi
-
-if [[ -z "${SGW_BIN:-}" ]]; then
-    SGW_BIN="${CARGO_TARGET_DIR:-target}/release/sgw"
-    if [[ ! -x "$SGW_BIN" ]]; then
-        log "building $SGW_BIN"
-        cargo build --release -p gateway --bin sgw
-    fi
-fi
-[[ -x "$SGW_BIN" ]] || die "sgw binary '$SGW_BIN' not found or not executable"
+need_qemu_iscsi
+resolve_sgw_bin
 
 # --- state and cleanup -------------------------------------------------------
 WORK=""
-SGW_PID=""
 POLL_PID=""
-
-stop_sgw() {
-    [[ -n "$SGW_PID" ]] || return 0
-    if kill -0 "$SGW_PID" 2>/dev/null; then
-        kill -TERM "$SGW_PID" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$SGW_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$SGW_PID" 2>/dev/null; then
-            log "sgw (pid $SGW_PID) did not stop on SIGTERM in 10 s; killing it"
-            kill -KILL "$SGW_PID" 2>/dev/null || true
-        fi
-    fi
-    wait "$SGW_PID" 2>/dev/null || true
-    SGW_PID=""
-}
 
 # The poller finishes its current curl (at most 5 s) or sleep (at most
 # POLL_INTERVAL) on SIGTERM and then leaves its loop, so no curl of it
 # outlives it. It gets 5 s plus two intervals plus 5 s before SIGKILL.
 stop_poller() {
     [[ -n "$POLL_PID" ]] || return 0
-    if kill -0 "$POLL_PID" 2>/dev/null; then
-        kill -TERM "$POLL_PID" 2>/dev/null || true
-        local tries
-        tries="$(awk -v p="$POLL_INTERVAL" 'BEGIN { printf "%d", (10 + 2 * p) * 10 + 1 }')"
-        for _ in $(seq 1 "$tries"); do
-            kill -0 "$POLL_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$POLL_PID" 2>/dev/null; then
-            log "poller (pid $POLL_PID) did not stop on SIGTERM; killing it"
-            kill -KILL "$POLL_PID" 2>/dev/null || true
-        fi
-    fi
-    wait "$POLL_PID" 2>/dev/null || true
+    local tries
+    tries="$(awk -v p="$POLL_INTERVAL" 'BEGIN { printf "%d", (10 + 2 * p) * 10 + 1 }')"
+    stop_pid "$POLL_PID" "$tries" "poller (pid $POLL_PID) did not stop on SIGTERM; killing it"
     POLL_PID=""
 }
 
@@ -161,76 +118,16 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 WORK="$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/sgw-console.XXXXXX")"
-# Run a private copy: a concurrent `cargo build` cannot swap the binary mid-run.
-cp -- "$SGW_BIN" "$WORK/sgw"
-SGW="$WORK/sgw"
-
-# --- ports -------------------------------------------------------------------
-# free_port sets FREE_PORT (not a subshell, so TAKEN_PORTS is kept).
-TAKEN_PORTS=" "
-FREE_PORT=""
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        [[ "$TAKEN_PORTS" == *" $p "* ]] && continue
-        if [[ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]]; then
-            TAKEN_PORTS+="$p "
-            FREE_PORT="$p"
-            return 0
-        fi
-    done
-    die "no free TCP port found"
-}
-
-# --- sgw ---------------------------------------------------------------------
-# A fresh data directory is unactivated: claim it at start with a random
-# admin password, which the console login below uses. The password only
-# ever sits in owner-only files (never on a command line): activate.json
-# for sgw and login.json for curl's -d @file.
-SGW_API="unix:$WORK/sgw-data/sgw.sock"
-[[ ${#SGW_API} -le 112 ]] || die "socket path $SGW_API is too long for a unix socket: use a shorter BENCH_DIR"
-(
-    umask 077
-    password="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-    [[ ${#password} -ge 12 ]] || exit 1
-    printf '{"gateway_name":"bench","admin_user":"admin","admin_password":"%s"}\n' "$password" \
-        >"$WORK/activate.json"
-    printf '{"user":"admin","password":"%s"}\n' "$password" >"$WORK/login.json"
-    # Sample the metrics the dashboard charts more often than production does.
-    printf 'console_sample_secs = %s\n' "$CONSOLE_SAMPLE_SECS" >"$WORK/sgw.toml"
-) || die "could not write the activation, login and config files"
+# A private copy of sgw ($SGW) and its activation file, whose random admin
+# password the console login below uses: it only ever sits in owner-only
+# files (never on a command line), activate.json for sgw and login.json for
+# curl's -d @file.
+prepare_sgw "$WORK/login.json"
+# Sample the metrics the dashboard charts more often than production does.
+(umask 077 && printf 'console_sample_secs = %s\n' "$CONSOLE_SAMPLE_SECS" >"$WORK/sgw.toml") \
+    || die "could not write the config file"
+SGW_SERVE_ARGS=(--config "$WORK/sgw.toml")
 COOKIES="$WORK/cookies.txt"
-
-start_sgw() {
-    local attempt
-    for attempt in 1 2 3; do
-        free_port
-        SGW_ISCSI_PORT="$FREE_PORT"
-        free_port
-        SGW_API_PORT="$FREE_PORT"
-        free_port
-        SGW_HTTPS_PORT="$FREE_PORT"
-        mkdir -p "$WORK/sgw-data"
-        "$SGW" serve --config "$WORK/sgw.toml" --data-dir "$WORK/sgw-data" \
-            --iscsi-listen "127.0.0.1:$SGW_ISCSI_PORT" \
-            --api-listen "127.0.0.1:$SGW_API_PORT" --https-listen "127.0.0.1:$SGW_HTTPS_PORT" \
-            --activate-from "$WORK/activate.json" >>"$WORK/sgw.log" 2>&1 &
-        SGW_PID=$!
-        # Health answers as soon as sgw listens; volumes are up at "ready":true.
-        for _ in $(seq 1 150); do
-            kill -0 "$SGW_PID" 2>/dev/null || break
-            if curl -fsS --max-time 2 "http://127.0.0.1:$SGW_API_PORT/api/v1/health" 2>/dev/null \
-                | grep -q '"ready": *true'; then
-                return 0
-            fi
-            sleep 0.2
-        done
-        log "sgw did not come up (attempt $attempt)"
-        stop_sgw
-    done
-    die "sgw serve did not start (see the log above)"
-}
 
 # sgw is up when qemu-img opens the LUN and sees 1 GiB.
 check_lun() {
@@ -338,30 +235,6 @@ DASH_FAIL=0
 METRICS_OK=0
 METRICS_FAIL=0
 DASH_TIMES=""
-
-# Runs one qemu-img bench; prints the elapsed seconds it reports.
-bench_once() {
-    local url=$1 args=$2 out secs
-    # shellcheck disable=SC2086 # ARGS are words on purpose
-    out="$(timeout "$RUN_TIMEOUT" qemu-img bench -f raw -t none $args "$url" 2>&1)" \
-        || die "qemu-img bench $args $url failed or timed out (${RUN_TIMEOUT}s): $out"
-    secs="$(sed -n 's/^Run completed in \([0-9.]*\) seconds\.$/\1/p' <<<"$out")"
-    [[ -n "$secs" ]] || die "no 'Run completed in X seconds.' in qemu-img output: $out"
-    echo "$secs"
-}
-
-# CPU time (user + system, all threads) a process has used, in clock ticks.
-cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
-TICKS_PER_SEC="$(getconf CLK_TCK)"
-
-median() {
-    tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{v[NR]=$1} END {
-        if (NR == 0) exit 1
-        if (NR % 2) printf "%.6f\n", v[(NR + 1) / 2]
-        else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 log "load before: $(uptime)"
 start_sgw

@@ -37,56 +37,24 @@ SIZE_BYTES=$((1024 * 1024 * 1024))
 
 die() { echo "vs-tgt: error: $*" >&2; exit 1; }
 log() { echo "vs-tgt: $*" >&2; }
+# The helpers shared with console-overhead.sh (listed at the top of the file).
+# shellcheck source=benches/scripts/bench-lib.sh
+. benches/scripts/bench-lib.sh
 
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer (got '$ROUNDS')"
 [[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "RUN_TIMEOUT must be a positive integer (got '$RUN_TIMEOUT')"
 
 # --- prerequisites ----------------------------------------------------------
-need() {
-    command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"
-}
 need tgtd "install Debian's tgt (apt-get install -y tgt)"
 need tgtadm "install Debian's tgt (apt-get install -y tgt)"
-need qemu-img "install qemu-utils and qemu-block-extra together (apt-get install -y qemu-utils qemu-block-extra)"
-need curl "apt-get install -y curl"
-need ss "apt-get install -y iproute2"
-need timeout "coreutils"
-if ! qemu-img --help 2>/dev/null | grep -qw iscsi; then
-    die "this qemu-img has no iscsi driver: install qemu-utils and qemu-block-extra together (Debian's 7.2)"
-fi
-
-if [[ -z "${SGW_BIN:-}" ]]; then
-    SGW_BIN="${CARGO_TARGET_DIR:-target}/release/sgw"
-    if [[ ! -x "$SGW_BIN" ]]; then
-        log "building $SGW_BIN"
-        cargo build --release -p gateway --bin sgw
-    fi
-fi
-[[ -x "$SGW_BIN" ]] || die "sgw binary '$SGW_BIN' not found or not executable"
+need_qemu_iscsi
+resolve_sgw_bin
 
 # --- state and cleanup -------------------------------------------------------
 WORK=""
-SGW_PID=""
 TGT_PID=""
 TGT_CTL=""
 TGT_TID=1
-
-stop_sgw() {
-    [[ -n "$SGW_PID" ]] || return 0
-    if kill -0 "$SGW_PID" 2>/dev/null; then
-        kill -TERM "$SGW_PID" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$SGW_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$SGW_PID" 2>/dev/null; then
-            log "sgw (pid $SGW_PID) did not stop on SIGTERM in 10 s; killing it"
-            kill -KILL "$SGW_PID" 2>/dev/null || true
-        fi
-    fi
-    wait "$SGW_PID" 2>/dev/null || true
-    SGW_PID=""
-}
 
 stop_tgt() {
     [[ -n "$TGT_PID" ]] || return 0
@@ -99,18 +67,9 @@ stop_tgt() {
             kill -0 "$TGT_PID" 2>/dev/null || break
             sleep 0.1
         done
-        if kill -0 "$TGT_PID" 2>/dev/null; then
-            kill -TERM "$TGT_PID" 2>/dev/null || true
-            for _ in $(seq 1 30); do
-                kill -0 "$TGT_PID" 2>/dev/null || break
-                sleep 0.1
-            done
-        fi
-        if kill -0 "$TGT_PID" 2>/dev/null; then
-            kill -KILL "$TGT_PID" 2>/dev/null || true
-        fi
     fi
-    wait "$TGT_PID" 2>/dev/null || true
+    # Still up: SIGTERM, then SIGKILL after 3 s (quietly).
+    stop_pid "$TGT_PID" 30 ""
     if ! kill -0 "$TGT_PID" 2>/dev/null; then
         # tgtd leaves its control socket and lock file behind.
         rm -f -- "/var/run/tgtd/socket.$TGT_CTL" "/var/run/tgtd/socket.$TGT_CTL.lock"
@@ -141,67 +100,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 WORK="$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/sgw-vs-tgt.XXXXXX")"
-# Run a private copy: a concurrent `cargo build` cannot swap the binary mid-run.
-cp -- "$SGW_BIN" "$WORK/sgw"
-SGW="$WORK/sgw"
-
-# --- ports -------------------------------------------------------------------
-# free_port sets FREE_PORT (not a subshell, so TAKEN_PORTS is kept).
-TAKEN_PORTS=" "
-FREE_PORT=""
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        [[ "$TAKEN_PORTS" == *" $p "* ]] && continue
-        if [[ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ]]; then
-            TAKEN_PORTS+="$p "
-            FREE_PORT="$p"
-            return 0
-        fi
-    done
-    die "no free TCP port found"
-}
-
-# --- sgw ---------------------------------------------------------------------
-# A fresh data directory is unactivated: claim it at start with a random
-# admin password (never used: the CLI goes through the owner-only socket).
-SGW_API="unix:$WORK/sgw-data/sgw.sock"
-[[ ${#SGW_API} -le 112 ]] || die "socket path $SGW_API is too long for a unix socket: use a shorter BENCH_DIR"
-(
-    umask 077
-    printf '{"gateway_name":"bench","admin_user":"admin","admin_password":"%s"}\n' \
-        "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >"$WORK/activate.json"
-)
-
-start_sgw() {
-    local attempt
-    for attempt in 1 2 3; do
-        free_port
-        SGW_ISCSI_PORT="$FREE_PORT"
-        free_port
-        SGW_API_PORT="$FREE_PORT"
-        free_port
-        SGW_HTTPS_PORT="$FREE_PORT"
-        mkdir -p "$WORK/sgw-data"
-        "$SGW" serve --data-dir "$WORK/sgw-data" --iscsi-listen "127.0.0.1:$SGW_ISCSI_PORT" \
-            --api-listen "127.0.0.1:$SGW_API_PORT" --https-listen "127.0.0.1:$SGW_HTTPS_PORT" \
-            --activate-from "$WORK/activate.json" >>"$WORK/sgw.log" 2>&1 &
-        SGW_PID=$!
-        # Health answers as soon as sgw listens; volumes are up at "ready":true.
-        for _ in $(seq 1 150); do
-            kill -0 "$SGW_PID" 2>/dev/null || break
-            if curl -fsS --max-time 2 "http://127.0.0.1:$SGW_API_PORT/api/v1/health" 2>/dev/null \
-                | grep -q '"ready": *true'; then
-                return 0
-            fi
-            sleep 0.2
-        done
-        log "sgw did not come up (attempt $attempt)"
-        stop_sgw
-    done
-    die "sgw serve did not start (see the log above)"
-}
+# A private copy of sgw ($SGW) and its activation file (the admin password
+# is never used: the CLI goes through the owner-only socket $SGW_API).
+prepare_sgw
 
 # --- tgt ---------------------------------------------------------------------
 start_tgt() {
@@ -262,30 +163,6 @@ declare -A BYTES=([seqwrite]=$((1024 * 1048576)) [seqread]=$((1024 * 1048576))
 declare -A OPS=([seqwrite]=1024 [seqread]=1024 [randwrite4k]=40000 [read4k]=40000)
 declare -A RESULT=()
 declare -A CPU=()
-
-# Runs one qemu-img bench; prints the elapsed seconds it reports.
-bench_once() {
-    local url=$1 args=$2 out secs
-    # shellcheck disable=SC2086 # ARGS are words on purpose
-    out="$(timeout "$RUN_TIMEOUT" qemu-img bench -f raw -t none $args "$url" 2>&1)" \
-        || die "qemu-img bench $args $url failed or timed out (${RUN_TIMEOUT}s): $out"
-    secs="$(sed -n 's/^Run completed in \([0-9.]*\) seconds\.$/\1/p' <<<"$out")"
-    [[ -n "$secs" ]] || die "no 'Run completed in X seconds.' in qemu-img output: $out"
-    echo "$secs"
-}
-
-# CPU time (user + system, all threads) a process has used, in clock ticks.
-cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
-TICKS_PER_SEC="$(getconf CLK_TCK)"
-
-median() {
-    tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{v[NR]=$1} END {
-        if (NR == 0) exit 1
-        if (NR % 2) printf "%.6f\n", v[(NR + 1) / 2]
-        else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 log "load before: $(uptime)"
 start_sgw

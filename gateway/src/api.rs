@@ -131,7 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/volumes/{name}/recovery-points", post(create_recovery_point))
         .route("/api/v1/snapshots", get(list_snapshots).post(create_snapshot))
         .route("/api/v1/snapshots/{id}", get(get_snapshot).delete(delete_snapshot))
-        .route("/api/v1/recover", post(recover))
+        .route("/api/v1/recover", get(recover_status).post(recover))
         .route("/api/v1/tapes", get(list_tapes).post(create_tapes))
         .route("/api/v1/tapes/{barcode}", get(get_tape).delete(delete_tape))
         .route("/api/v1/tapes/{barcode}/retrieve", post(retrieve_tape))
@@ -448,6 +448,28 @@ async fn delete_snapshot(State(s): State<AppState>, Path(id): Path<String>) -> R
     s.volumes.snapshot_delete(&id).await?;
     tracing::info!(snapshot = %id, "snapshot deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The answer to `GET /api/v1/recover`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecoverStatus {
+    pub running: bool,
+    /// Volumes adopted of those in the bucket's catalog, while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::Progress>,
+}
+
+/// How far a running recovery has come.
+#[utoipa::path(
+    get,
+    path = "/api/v1/recover",
+    tag = "volumes",
+    responses((status = 200, description = "Whether a recovery runs, and its progress in volumes.", body = RecoverStatus)),
+    security(("bearer_token" = []), ("session_cookie" = []))
+)]
+async fn recover_status(State(s): State<AppState>) -> Json<RecoverStatus> {
+    let progress = s.volumes.recovery_progress();
+    Json(RecoverStatus { running: progress.is_some(), progress })
 }
 
 /// Recovers the volumes of the bucket's catalog.

@@ -10,6 +10,7 @@ pub mod console;
 pub mod daemon;
 pub mod files;
 pub mod metrics;
+pub mod progress;
 pub mod openapi;
 pub mod tapes;
 pub mod targets;

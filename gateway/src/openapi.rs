@@ -46,6 +46,7 @@ that changes state (anything but GET, HEAD and OPTIONS) must also send the sessi
         crate::api::get_snapshot,
         crate::api::delete_snapshot,
         crate::api::recover,
+        crate::api::recover_status,
         crate::api::list_tapes,
         crate::api::create_tapes,
         crate::api::get_tape,

@@ -230,6 +230,8 @@ pub struct VolumeManager {
     dirty_high_watermark: u64,
     /// Names being created (clones), shown as CREATING.
     creating: std::sync::Mutex<BTreeMap<String, NewVolume>>,
+    /// A running `recover`: volumes adopted of those in the catalog.
+    recovering: std::sync::Mutex<Option<crate::progress::Progress>>,
     /// Volumes that held unsent data at start, until it is all uploaded.
     bootstrapping: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// Creations and deletions, one at a time.
@@ -254,6 +256,7 @@ impl VolumeManager {
             cached,
             dirty_high_watermark,
             creating: std::sync::Mutex::new(BTreeMap::new()),
+            recovering: std::sync::Mutex::new(None),
             bootstrapping: std::sync::Mutex::new(Default::default()),
             changes: tokio::sync::Mutex::new(()),
         };
@@ -626,6 +629,27 @@ impl VolumeManager {
         let catalog = CachedVolumes::read_catalog(service.cloud_layer())
             .await?
             .ok_or_else(|| VolumeError::InvalidRequest("the bucket holds no catalog to recover from".into()))?;
+        let progress = |done: usize| {
+            *self.recovering.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(crate::progress::Progress { done: done as u64, total: catalog.volumes.len() as u64 });
+        };
+        progress(0);
+        let result = self.adopt(&service, &catalog, progress).await;
+        *self.recovering.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        result
+    }
+
+    /// How far a running `recover` has come, in volumes.
+    pub fn recovery_progress(&self) -> Option<crate::progress::Progress> {
+        *self.recovering.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn adopt(
+        &self,
+        service: &Arc<CachedVolumes>,
+        catalog: &crate::cached::Catalog,
+        progress: impl Fn(usize),
+    ) -> Result<usize, VolumeError> {
         let mut count = 0;
         for cv in &catalog.volumes {
             service.restore_map(cv).await?;
@@ -644,9 +668,11 @@ impl VolumeManager {
             let mut vols = self.write();
             vols.insert(cv.name.clone(), volume);
             self.persist(&vols)?;
+            drop(vols);
             count += 1;
+            progress(count);
         }
-        service.adopt_snapshots(catalog.snapshots)?;
+        service.adopt_snapshots(catalog.snapshots.clone())?;
         Ok(count)
     }
 }

@@ -427,3 +427,44 @@ fn remote_cli_over_https_pins_the_certificate() {
     let unpinned = Command::new(sgw_bin()).args(["--api", &gw.console(), "volume", "list"]).env_remove("SGW_TLS_FINGERPRINT").env_remove("SGW_CA_CERT").output().expect("cli");
     assert!(!unpinned.status.success() && text(&unpinned).contains("SGW_TLS_FINGERPRINT"), "{}", text(&unpinned));
 }
+
+#[test]
+fn activation_tests_the_s3_target_then_runs_on_it() {
+    let Some(moto) = sgw_tests::s3::Moto::start() else { return };
+    let gw = Gateway::start_with(GatewayOptions::unactivated());
+    let port = gw.api_port;
+    let code = std::fs::read_to_string(gw.data_dir.join("activation-code")).expect("code").trim().to_string();
+    let mut body = serde_json::json!({
+        "code": code,
+        "gateway_name": "s3-gw",
+        "admin_user": "admin",
+        "admin_password": "correct-horse-battery",
+        "cloud": {"kind": "s3", "bucket": "no-such-bucket", "endpoint": moto.endpoint(), "region": "us-east-1",
+                  "prefix": "site-a", "path_style": true, "access_key_id": "AKIDSGWTEST", "secret_access_key": "sekrit-value-1234"},
+    });
+    let a = json_post(port, "/api/v1/activate", &[], &body);
+    assert_eq!(a.status, 422, "{}", a.body);
+    let j = a.json();
+    assert_eq!((j["field"].as_str(), j["step"].as_str(), j["cause"].as_str()), (Some("cloud"), Some("HEAD bucket"), Some("bucket_missing")), "{j}");
+    assert!(!gw.log_text().contains("sekrit-value-1234"), "no secret in the log");
+    body["cloud"]["bucket"] = sgw_tests::s3::BUCKET.into();
+    let a = json_post(port, "/api/v1/activate", &[], &body);
+    assert_eq!(a.status, 201, "{}", a.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while request(port, "GET", "/api/v1/health", &[], b"").json()["ready"] != true {
+        assert!(Instant::now() < deadline, "not ready after activation:\n{}", gw.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let settings = std::fs::read_to_string(gw.data_dir.join("gateway.toml")).expect("gateway.toml");
+    assert!(settings.contains("kind = \"s3\"") && settings.contains("site-a"), "{settings}");
+    assert_eq!(std::fs::metadata(gw.data_dir.join("gateway.toml")).expect("meta").mode() & 0o777, 0o600);
+    // The gateway runs on the bucket it was given: a volume's catalog lands there.
+    let out = gw.cli(&["volume", "create", "on-s3", "--size", "64MiB"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = ureq::get(&format!("{}/{}?list-type=2&prefix=site-a", moto.endpoint(), sgw_tests::s3::BUCKET))
+        .call()
+        .expect("list")
+        .into_string()
+        .expect("xml");
+    assert!(listing.contains("<Key>site-a/"), "nothing under the prefix: {listing}");
+}

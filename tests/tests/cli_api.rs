@@ -70,3 +70,20 @@ fn api_rejects_bad_input_with_messages() {
     let metrics = ureq::get(&format!("{}/metrics", gw.api())).call().unwrap().into_string().unwrap();
     assert!(metrics.contains("sgw_volumes 1"), "{metrics}");
 }
+
+#[test]
+fn long_operations_report_progress() {
+    let gw = Gateway::start();
+    // No recovery runs: the status says so, without a progress.
+    let status: serde_json::Value = gw.get("/api/v1/recover").call().expect("recover status").into_json().expect("json");
+    assert_eq!(status, serde_json::json!({"running": false}));
+    // A tape says since when it is in its state (e.g. how long a retrieval runs).
+    let r = gw
+        .post("/api/v1/tapes")
+        .send_json(serde_json::json!({"barcode": "PROG0001", "size_bytes": 107374182400u64}))
+        .expect("create tape");
+    let tapes: serde_json::Value = r.into_json().expect("json");
+    let since = tapes[0]["state_since_unix"].as_u64().expect("state_since_unix");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    assert!(since <= now && now - since < 120, "{since} vs {now}");
+}

@@ -61,6 +61,8 @@ struct DashboardPage {
     download_rate: String,
     volumes: Vec<VolumeCard>,
     sample_secs: u64,
+    /// A running `recover`, as "3 of 10 volumes".
+    recovery: String,
 }
 
 fn uptime_text(secs: u64) -> String {
@@ -139,6 +141,7 @@ async fn dashboard(State(c): State<Console>, Extension(principal): Extension<Pri
         download_rate: last_rate(&|s| s.downloaded_bytes),
         volumes,
         sample_secs: c.samples.interval().as_secs(),
+        recovery: c.app.volumes.recovery_progress().map(|p| format!("{} of {} volumes", p.done, p.total)).unwrap_or_default(),
     };
     page(StatusCode::OK, &p)
 }

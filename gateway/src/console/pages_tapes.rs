@@ -35,12 +35,27 @@ struct TapeRow {
     location: String,
 }
 
+/// A state with how long it has lasted when it is a passage (archiving,
+/// retrieving), e.g. `RETRIEVING for 3 min`.
+fn state_text(t: &TapeInfo) -> String {
+    let state = label(&t.state);
+    let passing = matches!(state.as_str(), "IN_TRANSIT_TO_VTS" | "ARCHIVING" | "RETRIEVING" | "CREATING");
+    match t.state_since_unix {
+        Some(since) if passing => {
+            let secs = crate::admin::accounts::now_unix().saturating_sub(since);
+            let took = if secs < 120 { format!("{secs} s") } else if secs < 7200 { format!("{} min", secs / 60) } else { format!("{} h", secs / 3600) };
+            format!("{state} for {took}")
+        }
+        _ => state,
+    }
+}
+
 fn row(t: &TapeInfo) -> TapeRow {
     TapeRow {
         barcode: t.barcode.clone(),
         size: size_text(t.size_bytes),
         used: size_text(t.used_bytes),
-        state: label(&t.state),
+        state: state_text(t),
         pool: label(&t.pool),
         worm: t.worm,
         location: crate::tapes::cli::location(&t.location),

@@ -111,6 +111,10 @@ pub struct TapeInfo {
     pub worm: bool,
     pub created_unix: u64,
     pub location: TapeLocation,
+    /// When the tape entered its state (e.g. since when it is RETRIEVING);
+    /// absent for tapes recorded before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_since_unix: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -263,6 +267,7 @@ impl TapeLibrary {
             worm: r.worm,
             created_unix: r.created_unix,
             location: self.location(r, elements),
+            state_since_unix: (r.state_since_unix > 0).then_some(r.state_since_unix),
         }
     }
 
@@ -338,6 +343,7 @@ impl TapeLibrary {
                 state: TapeState::Creating,
                 created_unix: now_unix(),
                 used_bytes: 0,
+                state_since_unix: now_unix(),
             })
             .collect();
         self.store.add(&records)?;

@@ -110,6 +110,10 @@ pub struct TapeRecord {
     /// Bytes of data on the tape as of its last release or archive.
     #[serde(default)]
     pub used_bytes: u64,
+    /// When the tape entered its state (0 for records older than this
+    /// field): how long a retrieval or an archive has been running.
+    #[serde(default)]
+    pub state_since_unix: u64,
 }
 
 /// Why a tape request is refused; each maps to an HTTP status.

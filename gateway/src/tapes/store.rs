@@ -145,7 +145,11 @@ impl TapeStore {
     }
 
     pub fn set_state(&self, barcode: &str, state: TapeState) -> Result<TapeRecord, TapeError> {
-        let r = self.update(barcode, |r| r.state = state)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let r = self.update(barcode, |r| {
+            r.state = state;
+            r.state_since_unix = now;
+        })?;
         tracing::info!(barcode, state = state.name(), "tape state");
         Ok(r)
     }
