@@ -105,8 +105,16 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, DaemonError> {
 
 fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
     use std::os::unix::fs::PermissionsExt;
-    // A socket left by a killed daemon; the data directory lock (the
-    // cache's RocksDB) refuses a second live daemon later on.
+    // A live daemon answers on its socket: refuse before touching it (the
+    // cache's lock would refuse later, after the socket was gone). A socket
+    // nobody answers is a killed daemon's leftover.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(DaemonError::Config(format!(
+            "the data directory {} is in use by a running sgw (its socket {} answers)",
+            path.parent().map_or_else(String::new, |p| p.display().to_string()),
+            path.display()
+        )));
+    }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(DaemonError::Io(e)),
         _ => {}

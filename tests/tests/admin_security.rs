@@ -468,3 +468,36 @@ fn activation_tests_the_s3_target_then_runs_on_it() {
         .expect("xml");
     assert!(listing.contains("<Key>site-a/"), "nothing under the prefix: {listing}");
 }
+
+#[test]
+fn a_second_daemon_leaves_the_first_ones_socket_alone() {
+    let gw = Gateway::start();
+    let out = run(
+        Command::new(sgw_bin())
+            .args(["serve", "--data-dir"])
+            .arg(&gw.data_dir)
+            .args(["--api-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--https-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--iscsi-listen", &format!("127.0.0.1:{}", free_port())]),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success() && text(&out).contains("in use by a running sgw"), "{}", text(&out));
+    let list = gw.cli(&["volume", "list"]);
+    assert!(list.status.success(), "the first daemon's socket is gone: {}", text(&list));
+}
+
+#[test]
+fn metrics_token_closes_metrics() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("metrics.toml");
+    std::fs::write(&config, "metrics_token = \"scrape-secret-123\"\n").expect("config");
+    let gw = Gateway::start_with(GatewayOptions::args(&["--config", &config.to_string_lossy()]));
+    let port = gw.api_port;
+    assert_eq!(request(port, "GET", "/metrics", &[], b"").status, 401);
+    assert_eq!(request(port, "GET", "/metrics", &[("Authorization", "Bearer wrong")], b"").status, 401);
+    let a = request(port, "GET", "/metrics", &[("Authorization", "Bearer scrape-secret-123")], b"");
+    assert!(a.status == 200 && a.body.contains("sgw_volumes"), "{} {}", a.status, a.body);
+    // The metrics token opens /metrics only.
+    assert_eq!(request(port, "GET", "/api/v1/volumes", &[("Authorization", "Bearer scrape-secret-123")], b"").status, 401);
+    assert_eq!(request(port, "GET", "/api/v1/health", &[], b"").status, 200);
+}
