@@ -24,6 +24,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub cached: Option<Arc<CachedVolumes>>,
     pub tapes: Arc<TapeLibrary>,
+    /// The cloud's bandwidth schedule, replaceable at run time.
+    pub bandwidth: crate::cloud::ScheduleHandle,
+    pub data_dir: std::path::PathBuf,
 }
 
 /// An API error: a status and a message for the admin.
@@ -136,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tapes/{barcode}", get(get_tape).delete(delete_tape))
         .route("/api/v1/tapes/{barcode}/retrieve", post(retrieve_tape))
         .route("/api/v1/library", get(library))
+        .route("/api/v1/bandwidth", get(crate::bandwidth::get_bandwidth).put(crate::bandwidth::put_bandwidth))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(state)

@@ -229,6 +229,15 @@ impl Client {
         self.get("/api/v1/library")
     }
 
+    pub fn bandwidth(&self) -> Result<crate::cloud::BandwidthSchedule, ClientError> {
+        self.get("/api/v1/bandwidth")
+    }
+
+    pub fn set_bandwidth(&self, schedule: &crate::cloud::BandwidthSchedule) -> Result<crate::cloud::BandwidthSchedule, ClientError> {
+        let bytes = serde_json::to_vec(schedule).map_err(|e| ClientError::Decode(e.to_string()))?;
+        Self::decode(&self.call("PUT", "/api/v1/bandwidth", Some(bytes))?)
+    }
+
     pub fn gateway(&self) -> Result<GatewayInfo, ClientError> {
         self.get("/api/v1/gateway")
     }

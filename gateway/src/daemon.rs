@@ -237,7 +237,12 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
 
     let key_path = config.key_file();
     let (master_key, new_key) = load_or_create_master_key(&key_path)?;
-    let (cloud, completions) = CloudLayer::start(&config.cloud(), master_key, &metrics.registry)
+    let mut cloud_config = config.cloud();
+    // A schedule set at run time wins over the config file's.
+    if let Some(schedule) = crate::bandwidth::load(&config.data_dir).map_err(DaemonError::Config)? {
+        cloud_config.bandwidth = schedule;
+    }
+    let (cloud, completions) = CloudLayer::start(&cloud_config, master_key, &metrics.registry)
         .await
         .map_err(|e| DaemonError::Cloud(e.to_string()))?;
     let cloud = Arc::new(cloud);
@@ -297,6 +302,8 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
         metrics,
         cached: Some(service.clone()),
         tapes: tapes.clone(),
+        bandwidth: cloud.store.bandwidth().clone(),
+        data_dir: config.data_dir.clone(),
     };
     let iscsi_task = tokio::spawn(iscsi.clone().run(portal, shutdown.clone()));
     info!(

@@ -1,6 +1,7 @@
 //! The `sgw` gateway: volumes, the daemon, the REST API and the CLI.
 pub mod admin;
 pub mod api;
+pub mod bandwidth;
 pub mod cached;
 pub mod client;
 pub mod client_tls;

@@ -63,11 +63,26 @@ enum Command {
     /// The admin account.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Upload and download limits: a weekly schedule.
+    #[command(subcommand)]
+    Bandwidth(BandwidthCommand),
     /// The gateway's name, version, uptime and TLS fingerprint.
     Gateway {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum BandwidthCommand {
+    /// Print the schedule in effect (JSON).
+    Show,
+    /// Put a schedule in effect now and keep it across restarts: a JSON
+    /// file like `{"intervals": [{"days_of_week": [1,2,3,4,5], "start_hour": 8,
+    /// "start_minute": 0, "end_hour": 18, "end_minute": 0,
+    /// "upload_bits_per_sec": 50000000}], "utc_offset_minutes": 60}`;
+    /// `{"intervals": []}` lifts every limit.
+    Set { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -561,6 +576,18 @@ fn main() -> ExitCode {
             })
         }
         Command::Token(cmd) => client(&cli.api).and_then(|c| token(&c, cmd)),
+        Command::Bandwidth(cmd) => client(&cli.api).and_then(|c| {
+            let schedule = match cmd {
+                BandwidthCommand::Show => c.bandwidth().map_err(|e| e.to_string())?,
+                BandwidthCommand::Set { file } => {
+                    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                    let schedule = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+                    c.set_bandwidth(&schedule).map_err(|e| e.to_string())?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&schedule).map_err(|e| e.to_string())?);
+            Ok(())
+        }),
         Command::Admin(cmd) => client(&cli.api).and_then(|c| admin(&c, cmd)),
         Command::Gateway { json } => client(&cli.api).and_then(|c| {
             let g = c.gateway().map_err(|e| e.to_string())?;

@@ -53,6 +53,8 @@ that changes state (anything but GET, HEAD and OPTIONS) must also send the sessi
         crate::api::delete_tape,
         crate::api::retrieve_tape,
         crate::api::library,
+        crate::bandwidth::get_bandwidth,
+        crate::bandwidth::put_bandwidth,
         crate::api::metrics,
         crate::admin::routes::health,
         crate::admin::routes::activate,
@@ -365,7 +367,15 @@ mod tests {
         let volumes = Arc::new(VolumeManager::open(dir, Some(service.clone()), high_watermark).await.unwrap());
         let tapes = TapeLibrary::start(dir, engine, config.tapes(), &metrics.registry, shutdown).await.unwrap();
         let iscsi = Server::new(Arc::new(GatewayTargets { volumes: volumes.clone(), tapes: tapes.clone() }), ServerConfig::default());
-        crate::api::AppState { volumes, iscsi, metrics, cached: Some(service), tapes }
+        crate::api::AppState {
+            volumes,
+            iscsi,
+            metrics,
+            cached: Some(service.clone()),
+            tapes,
+            bandwidth: service.cloud_layer().store.bandwidth().clone(),
+            data_dir: dir.to_path_buf(),
+        }
     }
 
     /// Every documented operation reaches a handler of the real routers:

@@ -521,7 +521,7 @@ async fn uploader_applies_back_pressure() {
     let store = CloudStore::new(
         backend,
         RetryPolicy::default(),
-        Arc::new(Default::default()),
+        gateway::cloud::ScheduleHandle::new(Default::default()),
         metrics,
     );
     let shared: Arc<dyn ObjectStore> = Arc::new(store.clone());

@@ -27,7 +27,7 @@ fn cloud_store(backend: Arc<dyn ObjectStore>) -> CloudStore {
     CloudStore::new(
         backend,
         RetryPolicy::default(),
-        Arc::new(Default::default()),
+        gateway::cloud::ScheduleHandle::new(Default::default()),
         metrics,
     )
 }

@@ -260,6 +260,10 @@ impl Gateway {
         self.with_token(ureq::post(&format!("{}{path}", self.api())))
     }
 
+    pub fn put(&self, path: &str) -> ureq::Request {
+        self.with_token(ureq::put(&format!("{}{path}", self.api())))
+    }
+
     pub fn patch(&self, path: &str) -> ureq::Request {
         self.with_token(ureq::request("PATCH", &format!("{}{path}", self.api())))
     }

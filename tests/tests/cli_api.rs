@@ -87,3 +87,35 @@ fn long_operations_report_progress() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
     assert!(since <= now && now - since < 120, "{since} vs {now}");
 }
+
+#[test]
+fn bandwidth_schedule_is_set_at_run_time_and_kept() {
+    let mut gw = Gateway::start();
+    let weekdays = serde_json::json!({"intervals": [{"days_of_week": [1, 2, 3, 4, 5], "start_hour": 8, "start_minute": 0,
+        "end_hour": 18, "end_minute": 0, "upload_bits_per_sec": 50000000u64, "download_bits_per_sec": null}], "utc_offset_minutes": 60});
+    let (code, json) = status_and_body(gw.put("/api/v1/bandwidth").send_json(weekdays.clone()));
+    assert_eq!(code, 200, "{json}");
+    assert_eq!(json, weekdays);
+    // Refused with the reason: a day 7, an end before the start.
+    for bad in [
+        serde_json::json!({"intervals": [{"days_of_week": [7], "start_hour": 8, "start_minute": 0, "end_hour": 9, "end_minute": 0, "upload_bits_per_sec": 1}]}),
+        serde_json::json!({"intervals": [{"days_of_week": [1], "start_hour": 9, "start_minute": 0, "end_hour": 8, "end_minute": 0, "upload_bits_per_sec": 1}]}),
+    ] {
+        let (code, json) = status_and_body(gw.put("/api/v1/bandwidth").send_json(bad.clone()));
+        assert_eq!(code, 400, "{bad} -> {json}");
+        assert!(json["error"].as_str().is_some_and(|m| m.contains("interval 0")), "{json}");
+    }
+    // Kept across a restart; the CLI shows it.
+    assert!(gw.stop(), "clean stop");
+    let gw = Gateway::start_in_with(&gw.data_dir.clone(), gw.iscsi_port, gw.api_port, gw.options());
+    let out = gw.cli(&["bandwidth", "show"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(shown, weekdays, "{}", text(&out));
+    // The CLI lifts every limit from a file.
+    let file = gw.data_dir.join("no-limits.json");
+    std::fs::write(&file, r#"{"intervals": []}"#).expect("file");
+    let out = gw.cli(&["bandwidth", "set", &file.to_string_lossy()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, json) = status_and_body(gw.get("/api/v1/bandwidth").call());
+    assert_eq!(json["intervals"], serde_json::json!([]));
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BandwidthInterval {
     pub days_of_week: Vec<u8>,
     pub start_hour: u8,
@@ -39,7 +39,7 @@ impl BandwidthInterval {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BandwidthSchedule {
     #[serde(default)]
     pub intervals: Vec<BandwidthInterval>,
@@ -127,6 +127,29 @@ impl BandwidthSchedule {
     }
 }
 
+/// The schedule in effect, shared by both directions' limiters and
+/// replaceable while transfers run (the console and `PUT
+/// /api/v1/bandwidth`): the next transfer paces to the new one.
+#[derive(Debug, Clone)]
+pub struct ScheduleHandle(Arc<std::sync::RwLock<Arc<BandwidthSchedule>>>);
+
+impl ScheduleHandle {
+    pub fn new(schedule: BandwidthSchedule) -> ScheduleHandle {
+        ScheduleHandle(Arc::new(std::sync::RwLock::new(Arc::new(schedule))))
+    }
+
+    pub fn current(&self) -> Arc<BandwidthSchedule> {
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Puts a valid schedule in effect.
+    pub fn replace(&self, schedule: BandwidthSchedule) -> Result<(), ScheduleError> {
+        schedule.validate()?;
+        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(schedule);
+        Ok(())
+    }
+}
+
 /// Paces transfers in one direction to the schedule's current rate.
 ///
 /// It keeps a "theoretical arrival time" (the GCRA form of a token bucket):
@@ -136,7 +159,7 @@ impl BandwidthSchedule {
 /// the next transfer.
 #[derive(Debug)]
 pub struct RateLimiter {
-    schedule: Arc<BandwidthSchedule>,
+    schedule: ScheduleHandle,
     direction: Direction,
     arrival: Mutex<Option<Instant>>,
 }
@@ -144,7 +167,7 @@ pub struct RateLimiter {
 const BURST: Duration = Duration::from_secs(1);
 
 impl RateLimiter {
-    pub fn new(schedule: Arc<BandwidthSchedule>, direction: Direction) -> RateLimiter {
+    pub fn new(schedule: ScheduleHandle, direction: Direction) -> RateLimiter {
         RateLimiter {
             schedule,
             direction,
@@ -158,7 +181,7 @@ impl RateLimiter {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let Some(rate) = self.schedule.limit_at(unix_secs, self.direction) else {
+        let Some(rate) = self.schedule.current().limit_at(unix_secs, self.direction) else {
             return;
         };
         let wait = {
@@ -186,6 +209,17 @@ fn reserve(arrival: &mut Option<Instant>, now: Instant, bytes: u64, rate: u64) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handle_replaces_only_valid_schedules() {
+        let h = ScheduleHandle::new(BandwidthSchedule::unlimited());
+        let bad = BandwidthSchedule { intervals: vec![interval(&[9], (1, 0), (2, 0), Some(8))], utc_offset_minutes: 0 };
+        assert!(h.replace(bad).is_err());
+        assert!(h.current().intervals.is_empty());
+        let good = BandwidthSchedule { intervals: vec![interval(&[1], (1, 0), (2, 0), Some(8))], utc_offset_minutes: 0 };
+        h.replace(good.clone()).unwrap();
+        assert_eq!(*h.current(), good);
+    }
 
     fn interval(days: &[u8], start: (u8, u8), end: (u8, u8), up: Option<u64>) -> BandwidthInterval {
         BandwidthInterval {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::bandwidth::{BandwidthSchedule, Direction, RateLimiter};
+use super::bandwidth::{Direction, RateLimiter, ScheduleHandle};
 use super::error::{ErrorKind, StoreError};
 use super::metrics::CloudMetrics;
 use super::retry::RetryPolicy;
@@ -24,22 +24,29 @@ pub struct CloudStore {
     metrics: CloudMetrics,
     upload: Arc<RateLimiter>,
     download: Arc<RateLimiter>,
+    schedule: ScheduleHandle,
 }
 
 impl CloudStore {
     pub fn new(
         inner: Arc<dyn ObjectStore>,
         policy: RetryPolicy,
-        schedule: Arc<BandwidthSchedule>,
+        schedule: ScheduleHandle,
         metrics: CloudMetrics,
     ) -> CloudStore {
         CloudStore {
             inner,
             policy,
             upload: Arc::new(RateLimiter::new(schedule.clone(), Direction::Upload)),
-            download: Arc::new(RateLimiter::new(schedule, Direction::Download)),
+            download: Arc::new(RateLimiter::new(schedule.clone(), Direction::Download)),
+            schedule,
             metrics,
         }
+    }
+
+    /// The bandwidth schedule in effect, replaceable at run time.
+    pub fn bandwidth(&self) -> &ScheduleHandle {
+        &self.schedule
     }
 
     pub fn metrics(&self) -> &CloudMetrics {

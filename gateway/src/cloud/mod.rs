@@ -31,7 +31,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-pub use bandwidth::{BandwidthInterval, BandwidthSchedule, ScheduleError};
+pub use bandwidth::{BandwidthInterval, BandwidthSchedule, ScheduleError, ScheduleHandle};
 pub use chunk::{ChunkCodec, ChunkId, DEFAULT_ZSTD_LEVEL};
 pub use chunk_reader::ChunkReader;
 pub use cloud_store::CloudStore;
@@ -105,7 +105,7 @@ impl CloudLayer {
         let store = CloudStore::new(
             backend,
             config.retry.clone(),
-            Arc::new(config.bandwidth.clone()),
+            bandwidth::ScheduleHandle::new(config.bandwidth.clone()),
             metrics,
         );
         let shared: Arc<dyn ObjectStore> = Arc::new(store.clone());

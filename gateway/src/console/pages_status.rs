@@ -18,6 +18,7 @@ use crate::admin::accounts::TokenInfo;
 use crate::admin::guard::Principal;
 use crate::admin::routes::{set_password, ChangePassword};
 use crate::cloud::store::StoreConfig;
+use crate::cloud::{BandwidthInterval, BandwidthSchedule};
 use crate::units::{date_text, size_text};
 
 pub fn router(c: Console) -> Router {
@@ -25,6 +26,7 @@ pub fn router(c: Console) -> Router {
         .route("/dashboard", get(dashboard))
         .route("/cloud", get(cloud))
         .route("/cloud/test", post(cloud_test))
+        .route("/cloud/bandwidth", post(set_bandwidth))
         .route("/settings", get(settings))
         .route("/settings/tokens", post(create_token))
         .route("/settings/tokens/{id}/revoke", post(revoke_token))
@@ -155,11 +157,50 @@ struct CloudPage {
     endpoint: String,
     region: String,
     prefix: String,
-    bandwidth: Vec<String>,
+    /// The schedule's intervals, then one blank row to add another.
+    bandwidth: Vec<BandwidthRow>,
+    utc_offset_minutes: i32,
     upload_total: String,
     download_total: String,
     test_result: String,
     test_ok: bool,
+    bandwidth_error: String,
+}
+
+/// One interval of the schedule as the editor shows it.
+struct BandwidthRow {
+    /// The row's number in the form's field names.
+    index: usize,
+    /// Day number, its name, and whether the interval covers it.
+    days: Vec<(u8, &'static str, bool)>,
+    start: String,
+    end: String,
+    upload_mbps: String,
+    download_mbps: String,
+}
+
+const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+fn mbps(bits: Option<u64>) -> String {
+    bits.map_or_else(String::new, |b| format!("{}", b as f64 / 1e6))
+}
+
+fn bandwidth_rows(schedule: &BandwidthSchedule) -> Vec<BandwidthRow> {
+    let mut rows: Vec<BandwidthRow> = schedule
+        .intervals
+        .iter()
+        .enumerate()
+        .map(|(index, i)| BandwidthRow {
+            index,
+            days: (0..7u8).map(|d| (d, DAYS[usize::from(d)], i.days_of_week.contains(&d))).collect(),
+            start: format!("{:02}:{:02}", i.start_hour, i.start_minute),
+            end: format!("{:02}:{:02}", i.end_hour, i.end_minute),
+            upload_mbps: mbps(i.upload_bits_per_sec),
+            download_mbps: mbps(i.download_bits_per_sec),
+        })
+        .collect();
+    rows.push(BandwidthRow { index: rows.len(), days: (0..7u8).map(|d| (d, DAYS[usize::from(d)], false)).collect(), start: String::new(), end: String::new(), upload_mbps: String::new(), download_mbps: String::new() });
+    rows
 }
 
 fn cloud_page(c: &Console, principal: &Principal, test_result: String, test_ok: bool) -> CloudPage {
@@ -169,24 +210,7 @@ fn cloud_page(c: &Console, principal: &Principal, test_result: String, test_ok: 
         StoreConfig::Local(l) => ("embedded store".to_string(), l.root.display().to_string(), "this machine".into(), String::new()),
     };
     let families = c.app.metrics.registry.gather();
-    let bandwidth = cloud
-        .bandwidth
-        .intervals
-        .iter()
-        .map(|i| {
-            let limit = |b: Option<u64>| b.map_or_else(|| "unlimited".to_string(), |b| format!("{} bit/s", b));
-            format!(
-                "days {:?} {:02}:{:02}–{:02}:{:02}: upload {}, download {}",
-                i.days_of_week,
-                i.start_hour,
-                i.start_minute,
-                i.end_hour,
-                i.end_minute,
-                limit(i.upload_bits_per_sec),
-                limit(i.download_bits_per_sec)
-            )
-        })
-        .collect();
+    let schedule = c.app.bandwidth.current();
     CloudPage {
         chrome: Chrome::new(&c.plane, principal, "cloud"),
         kind,
@@ -194,11 +218,81 @@ fn cloud_page(c: &Console, principal: &Principal, test_result: String, test_ok: 
         endpoint,
         region,
         prefix: cloud.prefix.clone(),
-        bandwidth,
+        bandwidth: bandwidth_rows(&schedule),
+        utc_offset_minutes: schedule.utc_offset_minutes,
         upload_total: size_text(total(&families, "sgw_cloud_bytes_uploaded_total").unwrap_or(0.0) as u64),
         download_total: size_text(total(&families, "sgw_cloud_bytes_downloaded_total").unwrap_or(0.0) as u64),
         test_result,
         test_ok,
+        bandwidth_error: String::new(),
+    }
+}
+
+/// `HH:MM` into hours and minutes.
+fn clock(text: &str) -> Option<(u8, u8)> {
+    let (h, m) = text.trim().split_once(':')?;
+    Some((h.parse().ok()?, m.parse().ok()?))
+}
+
+/// Mbit/s as typed (empty: no limit) into bits per second.
+fn bits(text: &str) -> Result<Option<u64>, String> {
+    match text.trim() {
+        "" => Ok(None),
+        t => t
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0 && *v < 1e7)
+            .map(|v| Some((v * 1e6) as u64))
+            .ok_or_else(|| format!("{t:?} is not a rate in Mbit/s")),
+    }
+}
+
+/// The editor's fields (`day_ROW_D`, `start_ROW`, `end_ROW`, `up_ROW`,
+/// `down_ROW`, `utc_offset_minutes`) into a schedule; rows left blank are
+/// dropped.
+fn schedule_from_form(fields: &[(String, String)]) -> Result<BandwidthSchedule, String> {
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v.as_str());
+    let mut intervals = Vec::new();
+    for row in 0..=64usize {
+        let days: Vec<u8> = (0..7u8).filter(|d| !get(&format!("day_{row}_{d}")).is_empty()).collect();
+        let (start, end) = (get(&format!("start_{row}")), get(&format!("end_{row}")));
+        let (up, down) = (get(&format!("up_{row}")), get(&format!("down_{row}")));
+        if days.is_empty() && start.is_empty() && end.is_empty() && up.is_empty() && down.is_empty() {
+            continue;
+        }
+        let n = row + 1;
+        let (start_hour, start_minute) = clock(start).ok_or_else(|| format!("row {n}: the start is HH:MM"))?;
+        let (end_hour, end_minute) = clock(end).ok_or_else(|| format!("row {n}: the end is HH:MM"))?;
+        intervals.push(BandwidthInterval {
+            days_of_week: days,
+            start_hour,
+            start_minute,
+            end_hour,
+            end_minute,
+            upload_bits_per_sec: bits(up).map_err(|e| format!("row {n}: {e}"))?,
+            download_bits_per_sec: bits(down).map_err(|e| format!("row {n}: {e}"))?,
+        });
+    }
+    let utc_offset_minutes = match get("utc_offset_minutes").trim() {
+        "" => 0,
+        t => t.parse().map_err(|_| format!("{t:?} is not an offset in minutes"))?,
+    };
+    Ok(BandwidthSchedule { intervals, utc_offset_minutes })
+}
+
+async fn set_bandwidth(
+    State(c): State<Console>,
+    Extension(principal): Extension<Principal>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Response {
+    let result = schedule_from_form(&fields).and_then(|s| crate::bandwidth::set(&c.app, s).map_err(|e| e.1));
+    match result {
+        Ok(()) => Redirect::to("/cloud").into_response(),
+        Err(e) => {
+            let mut p = cloud_page(&c, &principal, String::new(), false);
+            p.bandwidth_error = e;
+            page(StatusCode::BAD_REQUEST, &p)
+        }
     }
 }
 
@@ -353,4 +447,40 @@ async fn events(State(c): State<Console>, Extension(principal): Extension<Princi
         .map(|e| EventRow { time: date_text(e.unix), level: e.level, target: e.target, message: e.message, fields: e.fields })
         .collect();
     page(StatusCode::OK, &EventsPage { chrome: Chrome::new(&c.plane, &principal, "events"), events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn editor_rows_become_a_schedule() {
+        let s = schedule_from_form(&fields(&[
+            ("csrf", "x"),
+            ("day_0_1", "1"),
+            ("day_0_5", "1"),
+            ("start_0", "08:30"),
+            ("end_0", "18:00"),
+            ("up_0", "50"),
+            ("down_0", ""),
+            ("start_1", ""),
+            ("end_1", ""),
+            ("utc_offset_minutes", "60"),
+        ]))
+        .unwrap();
+        assert_eq!(s.utc_offset_minutes, 60);
+        assert_eq!(s.intervals.len(), 1, "the blank row is dropped");
+        let i = &s.intervals[0];
+        assert_eq!((i.days_of_week.clone(), i.start_hour, i.start_minute, i.end_hour), (vec![1, 5], 8, 30, 18));
+        assert_eq!((i.upload_bits_per_sec, i.download_bits_per_sec), (Some(50_000_000), None));
+        // The rows shown again: the interval, then a blank one.
+        let rows = bandwidth_rows(&s);
+        assert_eq!((rows.len(), rows[0].start.as_str(), rows[0].upload_mbps.as_str()), (2, "08:30", "50"));
+        assert!(schedule_from_form(&fields(&[("day_0_1", "1"), ("start_0", "8"), ("end_0", "9:00")])).unwrap_err().contains("row 1"));
+        assert!(schedule_from_form(&fields(&[("start_0", "08:00"), ("end_0", "09:00"), ("up_0", "fast")])).is_err());
+    }
 }
