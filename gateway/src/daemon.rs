@@ -170,22 +170,24 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
             config.api_listen, config.https_listen
         )));
     }
-    let listeners = AdminListeners { http: bind(config.api_listen).await?, https: bind(config.https_listen).await?, socket: {
-        crate::files::create_private_dir(&config.data_dir)?;
-        bind_socket(&config.data_dir.join("sgw.sock"))?
-    } };
+    let http = bind(config.api_listen).await?;
+    let https = bind(config.https_listen).await?;
+    crate::files::create_private_dir(&config.data_dir)?;
+    let listeners = AdminListeners { http, https, socket: bind_socket(&config.data_dir.join("sgw.sock"))? };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
-    let mut names = config.console_names.clone();
-    names.extend(tls::certificate_names(&config.console_names));
+    // The certificate's names are the Host allowlist too (it includes
+    // the configured console names), plus the address HTTPS listens on.
+    let cert_names = tls::certificate_names(&config.console_names);
+    let mut names = cert_names.clone();
     names.push(config.https_listen.ip().to_string());
     let admin_cert = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
         (None, None) => None,
         _ => return Err(DaemonError::Config("give both --tls-cert and --tls-key, or neither".into())),
     };
-    let identity = tls::load_or_create(&config.data_dir, admin_cert, &tls::certificate_names(&config.console_names))
+    let identity = tls::load_or_create(&config.data_dir, admin_cert, &cert_names)
         .map_err(|e| DaemonError::Config(e.to_string()))?;
     let (plane, activated) = Plane::open(PlaneOptions {
         data_dir: config.data_dir.clone(),
