@@ -120,7 +120,8 @@ start_sgw() {
         free_port
         SGW_HTTPS_PORT="$FREE_PORT"
         mkdir -p "$WORK/sgw-data"
-        "$SGW" serve ${SGW_SERVE_ARGS[@]+"${SGW_SERVE_ARGS[@]}"} --data-dir "$WORK/sgw-data" \
+        # --iscsi-access open: the benchmark's initiators use their own names.
+        "$SGW" serve --iscsi-access open ${SGW_SERVE_ARGS[@]+"${SGW_SERVE_ARGS[@]}"} --data-dir "$WORK/sgw-data" \
             --iscsi-listen "127.0.0.1:$SGW_ISCSI_PORT" \
             --api-listen "127.0.0.1:$SGW_API_PORT" --https-listen "127.0.0.1:$SGW_HTTPS_PORT" \
             --activate-from "$WORK/activate.json" >>"$WORK/sgw.log" 2>&1 &

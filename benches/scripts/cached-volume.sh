@@ -60,7 +60,8 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-eas
 start_sgw() {
     local data=$1 cache=$2; shift 2
     ISCSI=$(port); API=$(port); SGW_DATA=$data
-    "$SGW_BIN" serve --data-dir "$data" --iscsi-listen "127.0.0.1:$ISCSI" --api-listen "127.0.0.1:$API" \
+    # --iscsi-access open: the benchmark's initiators use their own names.
+    "$SGW_BIN" serve --iscsi-access open --data-dir "$data" --iscsi-listen "127.0.0.1:$ISCSI" --api-listen "127.0.0.1:$API" \
         --https-listen "127.0.0.1:$(port)" --activate-from "$WORK/activate.json" \
         --cache-size "$cache" --s3-bucket bench --s3-endpoint "http://127.0.0.1:$S3_PORT" --s3-path-style \
         --prefix bench "$@" >"$data.log" 2>&1 &

@@ -74,7 +74,8 @@ if [ -n "${SGW_BIN:-}" ]; then
     # admin password (unused: the CLI goes through the owner-only socket).
     (umask 077; printf '{"gateway_name":"bench","admin_user":"admin","admin_password":"%s"}\n' \
         "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >"$WORK/sgw-activate.json")
-    "$SGW_BIN" serve --data-dir "$SGW_DATA" --iscsi-listen "127.0.0.1:$SGW_PORT" --api-listen "$SGW_API" \
+    # --iscsi-access open: the benchmark's initiators use their own names.
+    "$SGW_BIN" serve --iscsi-access open --data-dir "$SGW_DATA" --iscsi-listen "127.0.0.1:$SGW_PORT" --api-listen "$SGW_API" \
         --https-listen "$SGW_HTTPS" --activate-from "$WORK/sgw-activate.json" >"$WORK/sgw.log" 2>&1 &
     SGW_PID=$!
     up=

@@ -16,8 +16,9 @@ use tokio::sync::{watch, Notify};
 use crate::chunk::Chunk;
 use crate::config::{CacheConfig, DiskSpec};
 use crate::disk::Disk;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::eviction::S3Fifo;
+use crate::faults::IoOp;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::offload::{Offload, OFFLOAD_MIN_BYTES};
@@ -51,6 +52,27 @@ pub(crate) struct Durability {
     pub epoch: u64,
     /// Set when a sync failed; the cache then refuses all work.
     pub failure: Option<String>,
+    /// The last flush that closed an epoch but could not record it.
+    pub unrecorded: Option<Unrecorded>,
+}
+
+/// A flush that failed without failing the cache (see `flush`).
+#[derive(Debug, Clone)]
+pub(crate) struct Unrecorded {
+    pub epoch: u64,
+    pub full: bool,
+    pub reason: String,
+}
+
+/// Why the cache is degraded: its last disk or index failure, kept until
+/// [`Cache::probe`] finds the disks and the index working again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheFault {
+    /// [`ErrorKind::DiskFull`] or [`ErrorKind::Io`].
+    pub kind: ErrorKind,
+    pub reason: String,
+    /// After a failed fdatasync the cache refuses writes until a restart.
+    pub permanent: bool,
 }
 
 pub(crate) struct Inner {
@@ -74,6 +96,8 @@ pub(crate) struct Inner {
     pub metrics: Metrics,
     /// Threads for large writes' copies, if the application gave some.
     pub offload: OnceLock<Arc<dyn Offload>>,
+    /// The last disk or index failure, until a probe clears it.
+    pub fault: Mutex<Option<CacheFault>>,
 }
 
 pub(crate) struct State {
@@ -124,9 +148,51 @@ impl Inner {
 
     /// Records a failure after which the on-disk state is unknown.
     pub fn fail(&self, error: &Error) {
-        tracing::error!(%error, "cache failed: refusing further work");
+        tracing::error!(%error, "cache failed: refusing writes until a restart");
         self.durability.send_modify(|d| d.failure = Some(error.to_string()));
+        *self.fault.lock() = Some(CacheFault { kind: ErrorKind::Io, reason: error.to_string(), permanent: true });
         self.space.notify_waiters();
+    }
+
+    /// Keeps a disk or index failure as the cache's fault. Logged when
+    /// the cache becomes degraded or the kind of failure changes, not at
+    /// every failed call: a full disk fails every write.
+    pub fn observe<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result {
+            let kind = error.kind();
+            if matches!(kind, ErrorKind::DiskFull | ErrorKind::Io) {
+                let mut fault = self.fault.lock();
+                if fault.as_ref().is_none_or(|f| !f.permanent && f.kind != kind) {
+                    tracing::warn!(%error, "cache degraded: writes fail until the disk works again");
+                    *fault = Some(CacheFault { kind, reason: error.to_string(), permanent: false });
+                }
+            }
+        }
+        result
+    }
+
+    /// A synced index commit, through the fault hook.
+    pub fn commit_index(&self, batch: crate::index::Batch) -> Result<()> {
+        self.config
+            .io_faults
+            .check(IoOp::IndexCommit, &self.config.index_dir)
+            .map_err(|source| Error::Disk { path: self.config.index_dir.display().to_string(), source })?;
+        self.index.commit_synced(batch)
+    }
+
+    /// Reserves every disk's blocks again and writes a sector into a free
+    /// slot: what a write needs from the disks.
+    fn probe_disks(&self) -> Result<()> {
+        let disks = self.disks.read().clone();
+        for disk in &disks {
+            disk.reserve()?;
+        }
+        let Some(slot) = self.state.lock().pop_free() else { return Ok(()) };
+        let zeros = vec![0u8; self.config.sector_size as usize];
+        // A free slot holds nothing anyone reads; it goes back at once.
+        let written = self.disk(slot.disk).and_then(|disk| disk.write_at(slot.slot, 0, &zeros));
+        self.state.lock().release_slot(slot);
+        written
     }
 
     /// Locks a chunk's cell, creating a vacant one if asked. Returns None
@@ -264,6 +330,11 @@ impl Cache {
     /// checksum it. They are used when the write covers whole sectors and
     /// there is one per sector; otherwise the cache computes its own.
     pub async fn write_checksummed(&self, id: ChunkId, offset: u32, data: Bytes, crcs: Option<&[u32]>) -> Result<()> {
+        let result = self.write_attempts(id, offset, data, crcs).await;
+        self.inner.observe(result)
+    }
+
+    async fn write_attempts(&self, id: ChunkId, offset: u32, data: Bytes, crcs: Option<&[u32]>) -> Result<()> {
         let offload = self.inner.offload.get().filter(|_| data.len() >= OFFLOAD_MIN_BYTES);
         loop {
             let step = match offload {
@@ -316,13 +387,40 @@ impl Cache {
     /// leaving valid ones, which may be newer, untouched. Neither dirties
     /// the chunk nor changes its generation.
     pub async fn fill(&self, id: ChunkId, offset: u32, data: Bytes) -> Result<()> {
-        blocking(&self.inner, move |inner| inner.fill(id, offset, &data)).await
+        self.inner.observe(blocking(&self.inner, move |inner| inner.fill(id, offset, &data)).await)
     }
 
     /// Reads `len` bytes at `offset` in the chunk, verifying every sector's
     /// checksum; a mismatch is an [`crate::ErrorKind::Corruption`] error.
+    /// Reads go on while the cache is degraded or failed: what they return
+    /// is verified either way.
     pub async fn read(&self, id: ChunkId, offset: u32, len: u32) -> Result<ReadOutcome> {
-        blocking(&self.inner, move |inner| inner.read(id, offset, len)).await
+        self.inner.observe(blocking(&self.inner, move |inner| inner.read(id, offset, len)).await)
+    }
+
+    /// The cache's fault, if a disk or index operation failed since the
+    /// last successful [`probe`](Self::probe).
+    pub fn fault(&self) -> Option<CacheFault> {
+        self.inner.fault.lock().clone()
+    }
+
+    /// While the cache is degraded, checks whether it works again: every
+    /// disk's blocks can be reserved, a sector can be written, and a flush
+    /// (data sync and index commit) succeeds. Then the fault is cleared.
+    /// The caller runs it periodically, so that the cache recovers without
+    /// a restart once space returns or the disk answers again. A cache
+    /// failed for good (a failed fdatasync) stays failed.
+    pub async fn probe(&self) -> Result<()> {
+        let Some(fault) = self.fault() else { return Ok(()) };
+        self.inner.check_healthy()?;
+        self.inner.observe(blocking(&self.inner, |inner| inner.probe_disks()).await)?;
+        self.flush().await?;
+        let mut current = self.inner.fault.lock();
+        if current.as_ref().is_some_and(|f| !f.permanent) {
+            *current = None;
+            tracing::info!(was = %fault.reason, "cache works again");
+        }
+        Ok(())
     }
 
     /// Makes every write that completed before this call durable: slot data
@@ -335,7 +433,7 @@ impl Cache {
         if self.inner.durable_epoch() >= target {
             return Ok(());
         }
-        blocking(&self.inner, |inner| inner.flush()).await
+        self.inner.observe(blocking(&self.inner, |inner| inner.flush()).await)
     }
 
     /// Flushes, then lets go of this handle. The state a cache dropped
@@ -347,13 +445,13 @@ impl Cache {
     /// Drops chunks `indexes` of `namespace` (UNMAP, a deleted tape or
     /// volume) whatever their state, durably.
     pub async fn discard(&self, namespace: u64, indexes: Range<u64>) -> Result<()> {
-        blocking(&self.inner, move |inner| inner.discard(namespace, indexes)).await
+        self.inner.observe(blocking(&self.inner, move |inner| inner.discard(namespace, indexes)).await)
     }
 
     /// Evicts up to `max` clean, unpinned chunks chosen by the policy
     /// (the cache also evicts by itself when it needs slots).
     pub async fn evict(&self, max: usize) -> Result<Vec<ChunkId>> {
-        blocking(&self.inner, move |inner| inner.evict(max)).await
+        self.inner.observe(blocking(&self.inner, move |inner| inner.evict(max)).await)
     }
 
     /// Adds a cache disk while running.
@@ -418,13 +516,17 @@ impl Cache {
 
     async fn await_durable(&self, epoch: u64) -> Result<()> {
         let mut rx = self.inner.durability.subscribe();
+        let unrecorded = |d: &Durability| d.unrecorded.as_ref().is_some_and(|u| u.epoch >= epoch);
         let durability = rx
-            .wait_for(|d| d.epoch >= epoch || d.failure.is_some())
+            .wait_for(|d| d.epoch >= epoch || d.failure.is_some() || unrecorded(d))
             .await
             .map_err(|_| Error::Failed("cache closed".into()))?
             .clone();
-        match durability.failure {
-            Some(reason) => Err(Error::Failed(reason)),
+        if let Some(reason) = durability.failure {
+            return Err(Error::Failed(reason));
+        }
+        match durability.unrecorded.filter(|u| durability.epoch < epoch && u.epoch >= epoch) {
+            Some(u) => Err(Error::FlushFailed { full: u.full, reason: u.reason }),
             None => Ok(()),
         }
     }

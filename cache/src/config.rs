@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::faults::FaultHook;
 
 /// One cache disk: a regular file (created and sized here) or a block
 /// device (used up to `size_bytes`).
@@ -31,6 +32,9 @@ pub struct CacheConfig {
     /// Clean chunks evicted at once when the allocator runs dry: one index
     /// sync is shared by the whole batch.
     pub eviction_batch: usize,
+    /// Faults to inject into the cache's disk and index I/O (tests only;
+    /// empty by default).
+    pub io_faults: FaultHook,
 }
 
 impl CacheConfig {
@@ -46,6 +50,7 @@ impl CacheConfig {
             dirty_high_watermark: capacity / 10 * 8,
             dirty_low_watermark: capacity / 10 * 7,
             eviction_batch: 32,
+            io_faults: FaultHook::default(),
         }
     }
 

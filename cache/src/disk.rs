@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cache::may_block;
 use crate::error::{Error, Result};
+use crate::faults::{FaultHook, IoOp};
 use crate::writeback::Writeback;
 
 /// Bytes before the first slot; a page, so that slots stay page-aligned
@@ -46,12 +47,14 @@ pub struct Disk {
     /// anyway; with a dozen writers the losers spun on it (a fifth of the
     /// CPU time of 1 MiB writes at depth 16). Queued here, they sleep.
     write_turn: parking_lot::Mutex<()>,
+    faults: FaultHook,
 }
 
 impl Disk {
-    /// Prepares a new disk: sizes a regular file, checks a block device is
-    /// large enough, and writes a synced header.
-    pub fn create(path: &Path, size_bytes: u64, cache_id: u64, disk_id: u32, chunk_size: u32) -> Result<Disk> {
+    /// Prepares a new disk: sizes a regular file and reserves its blocks
+    /// (see [`reserve`]), checks a block device is large enough, and writes
+    /// a synced header.
+    pub fn create(path: &Path, size_bytes: u64, cache_id: u64, disk_id: u32, chunk_size: u32, faults: FaultHook) -> Result<Disk> {
         let io = |source| Error::Disk { path: path.display().to_string(), source };
         let slots = size_bytes.saturating_sub(HEADER_BYTES) / u64::from(chunk_size);
         let slots = u32::try_from(slots)
@@ -63,17 +66,20 @@ impl Disk {
         let wanted = HEADER_BYTES + u64::from(slots) * u64::from(chunk_size);
         if file.metadata().map_err(io)?.is_file() {
             file.set_len(wanted).map_err(io)?;
+            reserve(&file, wanted).map_err(io)?;
         } else if file.seek(SeekFrom::End(0)).map_err(io)? < wanted {
             return Err(Error::Invalid(format!("{} is smaller than {size_bytes} bytes", path.display())));
         }
         let identity = DiskIdentity { cache_id, disk_id, chunk_size, slots };
         file.write_all_at(&encode_header(&identity), 0).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Disk::new(identity, path, file)
+        Disk::new(identity, path, file, faults)
     }
 
-    /// Reopens a disk the index knows, refusing one whose header differs.
-    pub fn open(path: &Path, expected: DiskIdentity) -> Result<Disk> {
+    /// Reopens a disk the index knows, refusing one whose header differs,
+    /// and reserves the blocks of a regular file again (a cache made
+    /// sparse by an older version, or whose holes were punched).
+    pub fn open(path: &Path, expected: DiskIdentity, faults: FaultHook) -> Result<Disk> {
         let io = |source| Error::Disk { path: path.display().to_string(), source };
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
         let mut header = [0u8; HEADER_BYTES as usize];
@@ -88,10 +94,12 @@ impl Disk {
                 reason: format!("header says {found:?}, index expects {expected:?}"),
             });
         }
-        Disk::new(found, path, file)
+        let disk = Disk::new(found, path, file, faults)?;
+        disk.reserve()?;
+        Ok(disk)
     }
 
-    fn new(identity: DiskIdentity, path: &Path, file: File) -> Result<Disk> {
+    fn new(identity: DiskIdentity, path: &Path, file: File, faults: FaultHook) -> Result<Disk> {
         let writeback =
             Writeback::start(&file, path).map_err(|source| Error::Disk { path: path.display().to_string(), source })?;
         Ok(Disk {
@@ -101,7 +109,22 @@ impl Disk {
             writeback,
             nowait: AtomicBool::new(true),
             write_turn: parking_lot::Mutex::new(()),
+            faults,
         })
+    }
+
+    /// Reserves the blocks of every slot of a regular file; succeeds only
+    /// when the file system can give the whole disk.
+    pub fn reserve(&self) -> Result<()> {
+        if !self.file.metadata().map_err(|e| self.error(e))?.is_file() {
+            return Ok(());
+        }
+        let len = HEADER_BYTES + u64::from(self.identity.slots) * u64::from(self.identity.chunk_size);
+        reserve(&self.file, len).map_err(|e| self.error(e))
+    }
+
+    fn inject(&self, op: IoOp) -> Result<()> {
+        self.faults.check(op, &self.path).map_err(|e| self.error(e))
     }
 
     fn offset(&self, slot: u32, offset_in_slot: u64) -> u64 {
@@ -109,12 +132,14 @@ impl Disk {
     }
 
     pub fn read_at(&self, slot: u32, offset_in_slot: u64, buf: &mut [u8]) -> Result<()> {
+        self.inject(IoOp::Read)?;
         self.file.read_exact_at(buf, self.offset(slot, offset_in_slot)).map_err(|e| self.error(e))
     }
 
     /// Reads `len` bytes into a new buffer that is never zeroed: the read
     /// fills all of it or fails.
     pub fn read_new(&self, slot: u32, offset_in_slot: u64, len: usize) -> Result<Vec<u8>> {
+        self.inject(IoOp::Read)?;
         let mut buf: Vec<u8> = Vec::with_capacity(len);
         let start = self.offset(slot, offset_in_slot);
         let mut done = 0usize;
@@ -159,6 +184,7 @@ impl Disk {
     /// vm.dirty_ratio); the worker then sleeps there, and the runtime's
     /// other worker takes its queued tasks.
     pub fn write_at(&self, slot: u32, offset_in_slot: u64, buf: &[u8]) -> Result<()> {
+        self.inject(IoOp::Write)?;
         {
             let _turn = self.write_turn.try_lock().unwrap_or_else(|| may_block(|| self.write_turn.lock()));
             let at = self.offset(slot, offset_in_slot);
@@ -195,6 +221,7 @@ impl Disk {
 
     /// fdatasync: the data written so far survives power loss.
     pub fn sync_data(&self) -> Result<()> {
+        self.inject(IoOp::Sync)?;
         self.file.sync_data().map_err(|e| self.error(e))?;
         self.writeback.note_flush();
         Ok(())
@@ -207,6 +234,28 @@ impl Disk {
 
     fn error(&self, source: std::io::Error) -> Error {
         Error::Disk { path: self.path.display().to_string(), source }
+    }
+}
+
+/// Allocates the blocks of `file`'s first `len` bytes (fallocate), so
+/// that writes into its slots never find the file system full: a sparse
+/// cache took its blocks at the first write of each slot, and a file
+/// system filled by something else then failed cache writes long after a
+/// start that found room. File systems that cannot reserve (EOPNOTSUPP:
+/// ZFS, some network file systems) keep a sparse file.
+fn reserve(file: &File, len: u64) -> std::io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+    loop {
+        // SAFETY: fallocate on a file descriptor this `File` owns.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => return Ok(()),
+            _ => return Err(error),
+        }
     }
 }
 
@@ -240,15 +289,15 @@ mod tests {
     fn header_round_trips_and_rejects_another_cache() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("d0");
-        let disk = Disk::create(&path, HEADER_BYTES + 3 * 65536 + 100, 7, 0, 65536).expect("create");
+        let disk = Disk::create(&path, HEADER_BYTES + 3 * 65536 + 100, 7, 0, 65536, FaultHook::default()).expect("create");
         assert_eq!(disk.identity.slots, 3);
         disk.write_at(2, 10, b"abc").expect("write");
-        let reopened = Disk::open(&path, disk.identity).expect("open");
+        let reopened = Disk::open(&path, disk.identity, FaultHook::default()).expect("open");
         let mut buf = [0u8; 3];
         reopened.read_at(2, 10, &mut buf).expect("read");
         assert_eq!(&buf, b"abc");
         let other = DiskIdentity { cache_id: 8, ..disk.identity };
-        assert!(matches!(Disk::open(&path, other), Err(Error::ForeignDisk { .. })));
+        assert!(matches!(Disk::open(&path, other, FaultHook::default()), Err(Error::ForeignDisk { .. })));
     }
 }
 

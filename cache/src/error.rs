@@ -12,8 +12,12 @@ pub enum ErrorKind {
     Corruption,
     /// Every slot holds dirty or pinned data: nothing can be evicted.
     NoSpace,
-    /// A cache disk or the index failed; after a failed sync the cache
-    /// refuses further work (a failed fdatasync cannot be retried safely).
+    /// The file system under a cache disk or the index is out of space
+    /// (ENOSPC, EDQUOT): the write or flush failed, earlier data is intact,
+    /// and the same call works again once space returns.
+    DiskFull,
+    /// A cache disk or the index failed; after a failed fdatasync the
+    /// cache refuses writes for good (it cannot be retried safely).
     Io,
 }
 
@@ -40,6 +44,10 @@ pub enum Error {
     Failed(String),
     #[error("blocking task failed: {0}")]
     Task(String),
+    /// A flush this write waited for could not record its epoch in the
+    /// index; `full` when for lack of space.
+    #[error("a flush failed: {reason}")]
+    FlushFailed { full: bool, reason: String },
 }
 
 impl Error {
@@ -51,9 +59,23 @@ impl Error {
                 ErrorKind::Corruption
             }
             Error::NoSpace => ErrorKind::NoSpace,
-            Error::Disk { .. } | Error::Index(_) | Error::Failed(_) | Error::Task(_) => ErrorKind::Io,
+            Error::Disk { source, .. } if is_out_of_space(source) => ErrorKind::DiskFull,
+            // RocksDB reports ENOSPC as an IOError whose text says so
+            // (Status::SubCode::kNoSpace), and keeps answering with that
+            // background error until space returns.
+            Error::Index(e) if e.to_string().contains("No space left") => ErrorKind::DiskFull,
+            Error::FlushFailed { full: true, .. } => ErrorKind::DiskFull,
+            Error::Disk { .. } | Error::Index(_) | Error::Failed(_) | Error::Task(_) | Error::FlushFailed { .. } => {
+                ErrorKind::Io
+            }
         }
     }
+}
+
+/// ENOSPC or EDQUOT, however the error was built.
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

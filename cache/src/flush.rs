@@ -11,14 +11,19 @@
 //!    synced index batch.
 //! 5. Free the base slots; wake writers waiting for this epoch.
 //!
+//! Only a failed step 3 fails the cache for good. A failed step 2 or 4
+//! (a full file system, an index that refuses writes) leaves the chunks
+//! changed in memory for the next flush; writers waiting for the epoch get
+//! the error.
+//!
 //! Callers that queue while a flush runs share the next one (group commit,
 //! in `Cache::flush`).
 
 use std::sync::atomic::Ordering;
 
-use crate::cache::{Cell, Inner};
+use crate::cache::{Cell, Inner, Unrecorded};
 use crate::disk::SlotRef;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::index::Batch;
 use crate::sectors::SectorSet;
 use crate::types::ChunkId;
@@ -33,32 +38,40 @@ struct Merged {
 }
 
 impl Inner {
+    /// Flushes; a failed fdatasync fails the cache for good (the kernel may
+    /// have dropped the dirty pages, so nothing written since the last
+    /// flush can be trusted), while a failure before it (copying bases) or
+    /// after it (recording in the index) leaves the cache as it was: the
+    /// chunks stay changed in memory and the next flush records them.
     pub fn flush(&self) -> Result<()> {
-        let result = self.flush_epoch();
-        if let Err(error) = &result {
-            // After a failed fdatasync the kernel may have dropped the dirty
-            // pages: nothing written since the last flush can be trusted.
-            self.fail(error);
-        }
-        result
-    }
-
-    fn flush_epoch(&self) -> Result<()> {
         self.check_healthy()?;
-        let (closing, pending, mut changed) = {
+        let (closing, pending, changed) = {
             let _gate = self.gate.write();
             let closing = self.epoch.fetch_add(1, Ordering::AcqRel);
             let mut state = self.state.lock();
             (closing, std::mem::take(&mut state.pending_merge), std::mem::take(&mut state.changed))
         };
         let mut merged = Vec::new();
-        for id in pending {
-            merged.extend(self.copy_base(id, closing)?);
+        for id in &pending {
+            match self.copy_base(*id, closing) {
+                Ok(m) => merged.extend(m),
+                Err(error) => {
+                    let mut state = self.state.lock();
+                    state.pending_merge.extend(pending.iter().copied());
+                    state.changed.extend(changed.iter().copied());
+                    drop(state);
+                    return Err(self.flush_unrecorded(closing, error));
+                }
+            }
         }
         let disks = self.disks.read().clone();
         for disk in &disks {
-            disk.sync_data()?;
+            if let Err(error) = disk.sync_data() {
+                self.fail(&error);
+                return Err(error);
+            }
         }
+        let mut recorded = changed;
         let mut freed = Vec::new();
         for m in merged {
             let Some(mut guard) = self.lock_cell(m.id, false) else { continue };
@@ -75,20 +88,26 @@ impl Inner {
             chunk.base = None;
             // Its base slot is freed below: the record must stop naming it
             // (chunks merged at open were not changed by a write).
-            changed.insert(m.id);
+            recorded.insert(m.id);
             let mut state = self.state.lock();
             state.track_evictable(m.id, chunk.evictable());
             self.settle_dirty(&mut state, before, chunk.dirty_slots());
         }
         let mut batch = Batch::default();
-        for id in changed {
-            let Some(guard) = self.lock_cell(id, false) else { continue };
+        for id in &recorded {
+            let Some(guard) = self.lock_cell(*id, false) else { continue };
             if let Cell::Present(chunk) = &*guard {
-                self.index.batch_put_chunk(&mut batch, id, chunk)?;
+                self.index.batch_put_chunk(&mut batch, *id, chunk)?;
             }
         }
         self.index.batch_durable_epoch(&mut batch, closing)?;
-        self.index.commit_synced(batch)?;
+        if let Err(error) = self.commit_index(batch) {
+            // The next flush records these chunks. The base slots merged
+            // away stay taken: the index may still name them, and a restart
+            // frees whatever no record names.
+            self.state.lock().changed.extend(recorded);
+            return Err(self.flush_unrecorded(closing, error));
+        }
         {
             let mut state = self.state.lock();
             for slot in freed {
@@ -99,6 +118,16 @@ impl Inner {
         self.durability.send_modify(|d| d.epoch = d.epoch.max(closing));
         self.metrics.flushes.inc();
         Ok(())
+    }
+
+    /// A flush that closed epoch `closing` did not make it durable: writers
+    /// waiting for that epoch get the error instead of waiting for a flush
+    /// that may not come soon.
+    fn flush_unrecorded(&self, closing: u64, error: Error) -> Error {
+        let full = error.kind() == ErrorKind::DiskFull;
+        let reason = error.to_string();
+        self.durability.send_modify(|d| d.unrecorded = Some(Unrecorded { epoch: closing, full, reason }));
+        error
     }
 
     /// Copies the sectors only the base holds into the current slot of a

@@ -83,6 +83,14 @@
 //!   `cache_backpressure_waits_total`, `cache_backpressure_wait_seconds_total`,
 //!   `cache_checksum_errors_total`, `cache_flushes_total`.
 //!
+//! - **Full and failing disks.** Disk files are reserved (fallocate), so
+//!   a file system filled later cannot fail slot writes. A disk or index
+//!   failure ([`ErrorKind::DiskFull`] or [`ErrorKind::Io`]) fails only the
+//!   call that met it and is kept as [`Cache::fault`] until
+//!   [`Cache::probe`] finds the disks and the index working; only a failed
+//!   fdatasync fails the cache's writes for good. Tests inject failures
+//!   through [`CacheConfig::io_faults`].
+//!
 //! Pins and the uploading state live in memory: after a restart every dirty
 //! chunk is queued again and nothing is pinned.
 
@@ -93,6 +101,7 @@ mod crc;
 mod disk;
 mod error;
 pub mod eviction;
+mod faults;
 mod flush;
 mod index;
 mod metrics;
@@ -106,9 +115,10 @@ mod upload;
 mod write;
 mod writeback;
 
-pub use cache::Cache;
+pub use cache::{Cache, CacheFault};
 pub use config::{CacheConfig, DiskSpec};
 pub use error::{Error, ErrorKind, Result};
+pub use faults::{FaultHook, IoFaults, IoOp};
 pub use offload::{Offload, OFFLOAD_MIN_BYTES};
 pub use sectors::SectorSet;
 pub use types::{CacheStats, ChunkId, ChunkInfo, ChunkState, DirtyChunk, ReadOutcome};

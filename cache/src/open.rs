@@ -57,7 +57,7 @@ pub fn open(config: CacheConfig, registry: &Registry) -> Result<Cache> {
         if record.identity.disk_id as usize != expected_id {
             return Err(Error::BadRecord { what: format!("disk {}", record.identity.disk_id), reason: "disk ids not dense" });
         }
-        disks.push(Arc::new(Disk::open(&record.path, record.identity)?));
+        disks.push(Arc::new(Disk::open(&record.path, record.identity, config.io_faults.clone())?));
     }
     let new_disks: Vec<_> = config.disks.iter().filter(|spec| !disks.iter().any(|d| d.path == spec.path)).cloned().collect();
     let total_slots: u64 = disks.iter().map(|d| u64::from(d.identity.slots)).sum();
@@ -85,11 +85,12 @@ pub fn open(config: CacheConfig, registry: &Registry) -> Result<Cache> {
         state: Mutex::new(state),
         gate: RwLock::new(()),
         epoch: AtomicU64::new(1),
-        durability: watch::Sender::new(Durability { epoch: 0, failure: None }),
+        durability: watch::Sender::new(Durability { epoch: 0, failure: None, unrecorded: None }),
         space: Notify::new(),
         flush_leader: tokio::sync::Mutex::new(()),
         metrics: Metrics::register(registry)?,
         offload: OnceLock::new(),
+        fault: Mutex::new(None),
     });
     recover(&inner)?;
     for spec in &new_disks {

@@ -13,7 +13,6 @@ use crate::types::{ChunkId, ReadOutcome};
 
 impl Inner {
     pub fn read(&self, id: ChunkId, offset: u32, len: u32) -> Result<ReadOutcome> {
-        self.check_healthy()?;
         let sectors = self.sector_range(offset, len as usize)?;
         let sector = self.config.sector_size as usize;
         let mut buffer = Vec::new();

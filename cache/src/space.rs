@@ -15,7 +15,7 @@ use crate::index::{Batch, DiskRecord};
 use crate::types::ChunkId;
 
 impl State {
-    fn pop_free(&mut self) -> Option<SlotRef> {
+    pub fn pop_free(&mut self) -> Option<SlotRef> {
         // The disk with the most free slots spreads load across disks.
         let (disk, slots) = self.free.iter_mut().enumerate().max_by_key(|(_, slots)| slots.len())?;
         let slot = slots.pop()?;
@@ -135,10 +135,10 @@ impl Inner {
         for (id, _) in &victims {
             self.index.batch_delete_chunk(&mut batch, *id)?;
         }
-        if let Err(error) = self.index.commit_synced(batch) {
-            self.fail(&error);
-            return Err(error);
-        }
+        // On failure the victims' records stay in the index, naming their
+        // slots: those stay taken until a restart, which finds the chunks
+        // again (clean, so nothing is lost).
+        self.commit_index(batch)?;
         let mut state = self.state.lock();
         for (_, slot) in &victims {
             state.release_slot(*slot);
@@ -185,10 +185,10 @@ impl Inner {
         if freed.is_empty() {
             return Ok(());
         }
-        if let Err(error) = self.index.commit_synced(batch) {
-            self.fail(&error);
-            return Err(error);
-        }
+        // On failure, as for eviction, the slots stay taken while records
+        // may name them. The discard failed, so the data may come back
+        // after a restart, which a failed UNMAP allows.
+        self.commit_index(batch)?;
         let mut state = self.state.lock();
         for slot in freed {
             state.release_slot(slot);
@@ -204,7 +204,7 @@ impl Inner {
             return Err(Error::Invalid(format!("{} is already a cache disk", spec.path.display())));
         }
         let disk_id = disks.len() as u32;
-        let disk = Disk::create(&spec.path, spec.size_bytes, self.cache_id, disk_id, self.config.chunk_size)?;
+        let disk = Disk::create(&spec.path, spec.size_bytes, self.cache_id, disk_id, self.config.chunk_size, self.config.io_faults.clone())?;
         self.index.add_disk(&DiskRecord { identity: disk.identity, path: spec.path.clone() })?;
         let slots = disk.identity.slots;
         disks.push(Arc::new(disk));

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use iscsi_target::server::Server;
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessChange;
 use crate::cached::{CachedVolumes, SnapshotRecord};
 use crate::metrics::Metrics;
 use crate::tapes::{CreateTapes, LibraryInfo, TapeError, TapeInfo, TapeLibrary};
@@ -105,6 +106,10 @@ pub struct CreateVolume {
     /// Present the volume as a removable-cartridge disk (RDX style).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removable: bool,
+    /// The initiator IQNs allowed to log in. Without a list, the gateway's
+    /// `iscsi_access` decides: `acl-required` (the default) admits nobody.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initiators: Vec<String>,
 }
 
 /// The body of `POST /api/v1/snapshots`.
@@ -138,7 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tapes", get(list_tapes).post(create_tapes))
         .route("/api/v1/tapes/{barcode}", get(get_tape).delete(delete_tape))
         .route("/api/v1/tapes/{barcode}/retrieve", post(retrieve_tape))
-        .route("/api/v1/library", get(library))
+        .route("/api/v1/library", get(library).patch(update_library))
         .route("/api/v1/bandwidth", get(crate::bandwidth::get_bandwidth).put(crate::bandwidth::put_bandwidth))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -208,6 +213,7 @@ pub async fn create_volume_with(s: &AppState, req: CreateVolume) -> Result<Volum
             kind: req.kind.unwrap_or(VolumeKind::Cached),
             source,
             removable: req.removable,
+            initiators: req.initiators,
         })
         .await?;
     tracing::info!(volume = %info.name, size = info.size_bytes, kind = ?info.kind, "volume created");
@@ -275,42 +281,20 @@ pub struct DeleteQuery {
     pub force: bool,
 }
 
-/// Deletes a volume.
+/// Changes a volume's CHAP and/or its allowed initiators.
 ///
-/// While initiators are logged in to it this is refused unless `force`,
-/// which logs them out first.
-/// The body of `PATCH /api/v1/volumes/{name}`: `{"chap": {...}}` sets the
-/// target's CHAP, `{"chap": null}` removes it. The next login uses it;
-/// sessions logged in go on until they log out.
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateVolume {
-    #[schema(nullable)]
-    pub chap: Option<VolumeChap>,
-}
-
-impl UpdateVolume {
-    /// Parses a body in which `chap` must be present (null removes it), so
-    /// that `{}` is refused instead of silently dropping CHAP.
-    fn parse(body: &[u8]) -> Result<UpdateVolume, ApiError> {
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))?;
-        if value.get("chap").is_none() {
-            return Err(ApiError(StatusCode::BAD_REQUEST, "nothing to change: give \"chap\" (an object, or null to remove it)".into()));
-        }
-        serde_json::from_value(value).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
-    }
-}
-
+/// `{"chap": {...}}` sets CHAP, `{"chap": null}` removes it;
+/// `{"initiators": [...]}` sets the list, `[]` removes it. The next login
+/// uses the change; sessions logged in go on until they log out.
 #[utoipa::path(
     patch,
     path = "/api/v1/volumes/{name}",
     tag = "volumes",
     params(("name" = String, Path, description = "The volume's name.")),
-    request_body = UpdateVolume,
+    request_body = AccessChange,
     responses(
         (status = 200, description = "The volume, changed.", body = VolumeInfo),
-        (status = 400, description = "Bad JSON, nothing to change, or invalid CHAP settings.", body = ErrorBody),
+        (status = 400, description = "Bad JSON, nothing to change, invalid CHAP settings or initiator names.", body = ErrorBody),
         (status = 404, description = "No such volume.", body = ErrorBody),
         (status = 500, description = "The volume records could not be saved.", body = ErrorBody),
     ),
@@ -321,13 +305,19 @@ async fn update_volume(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<VolumeInfo>, ApiError> {
-    let req = UpdateVolume::parse(&body)?;
-    let enabled = req.chap.is_some();
-    let info = s.volumes.set_chap(&name, req.chap).await?;
-    tracing::info!(volume = %name, chap = enabled, "volume CHAP changed; it applies from the next login");
+    let change = AccessChange::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let info = s.volumes.set_access(&name, change).await?;
+    tracing::info!(
+        volume = %name, chap = info.chap_enabled, initiators = ?info.initiators,
+        "volume access changed; it applies from the next login"
+    );
     Ok(Json(info))
 }
 
+/// Deletes a volume.
+///
+/// While initiators are logged in to it this is refused unless `force`,
+/// which logs them out first.
 #[utoipa::path(
     delete,
     path = "/api/v1/volumes/{name}",
@@ -606,6 +596,33 @@ async fn retrieve_tape(
 )]
 async fn library(State(s): State<AppState>) -> Json<LibraryInfo> {
     Json(s.tapes.library_info().await)
+}
+
+/// Changes the CHAP and/or allowed initiators of the changer and every drive.
+///
+/// Same body as `PATCH /api/v1/volumes/{name}`. The next login uses the
+/// change; sessions logged in go on until they log out.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/library",
+    tag = "tapes",
+    request_body = AccessChange,
+    responses(
+        (status = 200, description = "The library, changed.", body = LibraryInfo),
+        (status = 400, description = "Bad JSON, nothing to change, invalid CHAP settings or initiator names.", body = ErrorBody),
+        (status = 500, description = "The library's access settings could not be saved.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
+async fn update_library(State(s): State<AppState>, body: axum::body::Bytes) -> Result<Json<LibraryInfo>, ApiError> {
+    let change = AccessChange::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    s.tapes.set_access(change)?;
+    let info = s.tapes.library_info().await;
+    tracing::info!(
+        chap = info.chap_enabled, initiators = ?info.initiators,
+        "tape library access changed; it applies from the next login"
+    );
+    Ok(Json(info))
 }
 
 /// The Prometheus metrics.

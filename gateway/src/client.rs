@@ -180,9 +180,14 @@ impl Client {
         self.get("/api/v1/volumes")
     }
 
-    pub fn update_volume(&self, name: &str, req: &crate::api::UpdateVolume) -> Result<VolumeInfo, ClientError> {
+    pub fn update_volume(&self, name: &str, req: &crate::access::AccessChange) -> Result<VolumeInfo, ClientError> {
         let bytes = serde_json::to_vec(req).map_err(|e| ClientError::Decode(e.to_string()))?;
         Self::decode(&self.call("PATCH", &format!("/api/v1/volumes/{name}"), Some(bytes))?)
+    }
+
+    pub fn update_library(&self, req: &crate::access::AccessChange) -> Result<LibraryInfo, ClientError> {
+        let bytes = serde_json::to_vec(req).map_err(|e| ClientError::Decode(e.to_string()))?;
+        Self::decode(&self.call("PATCH", "/api/v1/library", Some(bytes))?)
     }
 
     pub fn delete_volume(&self, name: &str, force: bool) -> Result<(), ClientError> {

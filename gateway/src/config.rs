@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cloud::store::{LocalStoreConfig, StoreConfig};
+use crate::access::IscsiAccess;
 use crate::cloud::CloudConfig;
 use crate::tapes::{LibraryPersonality, TapeConfig};
 
@@ -50,6 +51,13 @@ pub struct Config {
     /// Test-only: the smallest tape `sgw tape create` accepts, below AWS's
     /// 100 GiB, so tests can fill a tape to its end quickly.
     pub tape_min_size_bytes: Option<u64>,
+    /// Who may log in to a target without an initiator list
+    /// (`acl-required`, the default: nobody; `open`: anyone).
+    pub iscsi_access: IscsiAccess,
+    /// Sessions the iSCSI portal serves at once.
+    pub iscsi_max_sessions: usize,
+    /// CHAP a SendTargets discovery session must pass.
+    pub discovery_chap: Option<crate::volumes::VolumeChap>,
 }
 
 impl Default for Config {
@@ -72,6 +80,9 @@ impl Default for Config {
             cloud: None,
             library_personality: LibraryPersonality::default(),
             tape_min_size_bytes: None,
+            iscsi_access: IscsiAccess::default(),
+            iscsi_max_sessions: iscsi_target::server::DEFAULT_MAX_SESSIONS,
+            discovery_chap: None,
         }
     }
 }
@@ -128,6 +139,9 @@ pub struct ConfigFile {
     pub cloud: Option<CloudConfig>,
     pub library_personality: Option<LibraryPersonality>,
     pub tape_min_size_bytes: Option<u64>,
+    pub iscsi_access: Option<IscsiAccess>,
+    pub iscsi_max_sessions: Option<usize>,
+    pub discovery_chap: Option<crate::volumes::VolumeChap>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +241,15 @@ impl Config {
         if let Some(v) = f.tape_min_size_bytes {
             self.tape_min_size_bytes = Some(v);
         }
+        if let Some(v) = f.iscsi_access {
+            self.iscsi_access = v;
+        }
+        if let Some(v) = f.iscsi_max_sessions {
+            self.iscsi_max_sessions = v.max(1);
+        }
+        if let Some(v) = f.discovery_chap {
+            self.discovery_chap = Some(v);
+        }
     }
 }
 
@@ -282,5 +305,21 @@ mod tests {
         assert_eq!(c.tapes().min_size_bytes, 1 << 20);
         let d = Config::default().tapes();
         assert_eq!((d.personality, d.min_size_bytes), (LibraryPersonality::Aws, crate::tapes::records::MIN_TAPE_SIZE));
+    }
+
+    #[test]
+    fn iscsi_access_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sgw.toml");
+        std::fs::write(
+            &p,
+            "iscsi_access = \"open\"\niscsi_max_sessions = 8\n[discovery_chap]\nuser = \"d\"\nsecret = \"discovery-secret\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), ConfigFile::default()).unwrap();
+        assert_eq!((c.iscsi_access, c.iscsi_max_sessions), (IscsiAccess::Open, 8));
+        assert_eq!(c.discovery_chap.map(|d| d.user), Some("d".to_string()));
+        let d = Config::default();
+        assert_eq!((d.iscsi_access, d.iscsi_max_sessions, d.discovery_chap), (IscsiAccess::AclRequired, 256, None));
     }
 }

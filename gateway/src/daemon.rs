@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cache::{Cache, CacheConfig, DiskSpec};
-use iscsi_target::server::{Server, ServerConfig};
+use iscsi_target::server::Server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -103,18 +103,61 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, DaemonError> {
     TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { addr, source })
 }
 
+/// Reserves the iSCSI portal's address without listening yet: a busy port
+/// fails the start before anything is written, but initiators are not
+/// accepted (and left hanging) while the gateway waits for activation.
+fn reserve_portal(addr: std::net::SocketAddr) -> Result<tokio::net::TcpSocket, DaemonError> {
+    let err = |source| DaemonError::Bind { addr, source };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
+    // As std's TcpListener::bind does, so a restart is not refused while
+    // the previous run's connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    Ok(socket)
+}
+
+/// Raises the open-file limit to its hard limit: every iSCSI session, API
+/// connection and RocksDB table holds a descriptor, and the usual soft
+/// limit of 1024 is reached long before memory or CPU run out.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a valid rlimit struct owned here.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let before = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            info!(from = before, to = lim.rlim_max, "raised the open-file limit");
+        } else {
+            warn!(limit = before, error = %std::io::Error::last_os_error(), "cannot raise the open-file limit");
+        }
+    }
+}
+
+/// Tightens what an older version or a loose umask left readable by other
+/// users: the data directory's tree, and the cache disk and master key
+/// when they live elsewhere.
+fn tighten_modes(config: &Config) -> Result<(), DaemonError> {
+    let mut roots = vec![config.data_dir.clone()];
+    for extra in [config.cache_disk(), config.key_file()] {
+        if !extra.starts_with(&config.data_dir) && extra.exists() {
+            roots.push(extra);
+        }
+    }
+    for root in roots {
+        for t in crate::data_dir::tighten(&root)? {
+            warn!(path = %t.path.display(), was = %format!("{:o}", t.old_mode), "tightened to owner-only");
+        }
+    }
+    Ok(())
+}
+
 fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
     use std::os::unix::fs::PermissionsExt;
-    // A live daemon answers on its socket: refuse before touching it (the
-    // cache's lock would refuse later, after the socket was gone). A socket
-    // nobody answers is a killed daemon's leftover.
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(DaemonError::Config(format!(
-            "the data directory {} is in use by a running sgw (its socket {} answers)",
-            path.parent().map_or_else(String::new, |p| p.display().to_string()),
-            path.display()
-        )));
-    }
+    // The data directory's lock is held, so a socket left here is a
+    // killed daemon's leftover.
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(DaemonError::Io(e)),
         _ => {}
@@ -170,9 +213,19 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
             config.api_listen, config.https_listen
         )));
     }
+    // Whatever the umask we were started with, every file and directory
+    // the daemon and its libraries (RocksDB, the embedded store) create is
+    // owner-only: they hold volume data and keys.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
+    raise_open_file_limit();
+    // Every check before anything is written: the ports, then the lock.
     let http = bind(config.api_listen).await?;
     let https = bind(config.https_listen).await?;
+    let portal = reserve_portal(config.iscsi_listen)?;
     crate::files::create_private_dir(&config.data_dir)?;
+    let _lock = crate::data_dir::DataDirLock::acquire(&config.data_dir).map_err(|e| DaemonError::Config(e.to_string()))?;
+    tighten_modes(&config)?;
     let listeners = AdminListeners { http, https, socket: bind_socket(&config.data_dir.join("sgw.sock"))? };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -236,6 +289,7 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
     // Activation may have chosen the cloud, the cache and the library.
     let config = sources.load().map_err(|e| DaemonError::Config(e.to_string()))?;
     let metrics = Arc::new(Metrics::new()?);
+    crate::admin::settings::check_cache_disk_space(&config.cache_disk(), config.cache_size).map_err(|e| DaemonError::Config(e.error))?;
 
     let key_path = config.key_file();
     let (master_key, new_key) = load_or_create_master_key(&key_path)?;
@@ -278,6 +332,7 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
     let maps = Arc::new(MapStore::open(&cache_dir.join("maps")).map_err(|e| DaemonError::Io(std::io::Error::other(e)))?);
     let engine = Engine::new(cache.clone(), cloud.clone(), maps, VolumeMetrics::register(&metrics.registry)?);
     engine.start(completions, shutdown.clone());
+    engine.watch_health(plane.health.clone(), metrics.health.clone(), shutdown.clone());
     let service = CachedVolumes::new(engine.clone(), &config.data_dir).map_err(|e| DaemonError::Cloud(e.to_string()))?;
 
     let volumes = Arc::new(VolumeManager::open(&config.data_dir, Some(service.clone()), high_watermark).await?);
@@ -293,10 +348,9 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
         .await
         .map_err(|e| DaemonError::Tapes(e.to_string()))?;
     let targets = Arc::new(GatewayTargets { volumes: volumes.clone(), tapes: tapes.clone() });
-    let iscsi = Server::new(targets, ServerConfig::default());
-    let portal = TcpListener::bind(config.iscsi_listen)
-        .await
-        .map_err(|source| DaemonError::Bind { addr: config.iscsi_listen, source })?;
+    let iscsi_config = crate::access::server_config(&config, &metrics.registry).map_err(DaemonError::Config)?;
+    let iscsi = Server::new(targets, iscsi_config);
+    let portal = portal.listen(1024).map_err(|source| DaemonError::Bind { addr: config.iscsi_listen, source })?;
 
     let state = AppState {
         volumes: volumes.clone(),

@@ -1,4 +1,5 @@
 //! The `sgw` gateway: volumes, the daemon, the REST API and the CLI.
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod bandwidth;
@@ -9,7 +10,9 @@ pub mod cloud;
 pub mod config;
 pub mod console;
 pub mod daemon;
+mod data_dir;
 pub mod files;
+pub mod health;
 pub mod metrics;
 pub mod progress;
 pub mod openapi;

@@ -159,6 +159,10 @@ struct ServeArgs {
     /// Seconds between recovery points of each changed volume [default: 300].
     #[arg(long)]
     recovery_point_interval: Option<u64>,
+    /// Who may log in to an iSCSI target that has no initiator list:
+    /// nobody (acl-required) or anyone (open) [default: acl-required].
+    #[arg(long, value_enum)]
+    iscsi_access: Option<gateway::access::IscsiAccess>,
     /// Use this S3 bucket instead of the embedded local store.
     /// Credentials come from the standard AWS chain (environment,
     /// profile, instance role).
@@ -224,6 +228,11 @@ enum VolumeCommand {
         /// backup software may lock the medium in and eject it.
         #[arg(long)]
         removable: bool,
+        /// The initiator IQNs allowed to log in, comma-separated. Without
+        /// them the gateway's iscsi_access decides (acl-required, the
+        /// default: nobody may log in until initiators are set).
+        #[arg(long, value_delimiter = ',')]
+        initiators: Vec<String>,
     },
     /// List volumes.
     List {
@@ -259,6 +268,18 @@ enum VolumeCommand {
         /// Remove CHAP: any initiator may log in.
         #[arg(long)]
         none: bool,
+    },
+    /// Set or remove the initiators allowed to log in to a volume; it
+    /// applies from the next login (sessions logged in go on).
+    SetInitiators {
+        name: String,
+        /// Initiator IQNs, comma-separated.
+        #[arg(value_delimiter = ',', required_unless_present = "clear", conflicts_with = "clear")]
+        initiators: Vec<String>,
+        /// Remove the list: the gateway's iscsi_access decides (under
+        /// acl-required, nobody may log in).
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -355,6 +376,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         cloud,
         library_personality: None,
         tape_min_size_bytes: None,
+        iscsi_access: args.iscsi_access,
+        iscsi_max_sessions: None,
+        discovery_chap: None,
     };
     let sources = ConfigSources { file: args.config, flags };
     // Read once here so that a bad file or flag fails before logging starts.
@@ -387,6 +411,7 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
             mutual_user,
             mutual_secret,
             removable,
+            initiators,
         } => {
             let chap = match (chap_user, chap_secret) {
                 (Some(user), Some(secret)) => Some(VolumeChap { user, secret, mutual_user, mutual_secret }),
@@ -397,7 +422,7 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
                 KindArg::Local => VolumeKind::Local,
             };
             let req =
-                CreateVolume { name, size_bytes: size, chap, kind: Some(kind), from_snapshot, from_volume, removable };
+                CreateVolume { name, size_bytes: size, chap, kind: Some(kind), from_snapshot, from_volume, removable, initiators };
             let v = client.create_volume(&req).map_err(|e| e.to_string())?;
             println!("created {} ({}), target {} LUN {}", v.name, size_text(v.size_bytes), v.target_iqn, v.lun);
         }
@@ -426,10 +451,17 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
                 }
             };
             let v = client
-                .update_volume(&name, &gateway::api::UpdateVolume { chap })
+                .update_volume(&name, &gateway::access::AccessChange { chap: Some(chap), initiators: None })
                 .map_err(|e| e.to_string())?;
             let state = if v.mutual_chap_enabled { "mutual" } else if v.chap_enabled { "on" } else { "off" };
             println!("{name}: CHAP {state}; it applies from the next login");
+        }
+        VolumeCommand::SetInitiators { name, initiators, clear } => {
+            let initiators = if clear { Vec::new() } else { initiators };
+            let v = client
+                .update_volume(&name, &gateway::access::AccessChange { chap: None, initiators: Some(initiators) })
+                .map_err(|e| e.to_string())?;
+            println!("{name}: {}; it applies from the next login", gateway::access::initiators_text(&v.initiators));
         }
         VolumeCommand::RecoveryPoint { name } => {
             let rp = client.create_recovery_point(&name).map_err(|e| e.to_string())?;
@@ -560,7 +592,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Volume(cmd) => client(&cli.api).and_then(|c| volume(&c, cmd)),
         Command::Snapshot(cmd) => client(&cli.api).and_then(|c| snapshot(&c, cmd)),
-        Command::Tape(cmd) => client(&cli.api).and_then(|c| gateway::tapes::cli::run(&c, cmd)),
+        Command::Tape(cmd) => client(&cli.api).and_then(|c| gateway::tapes::cli::run(&c, cmd, &read_secret)),
         Command::Recover => client(&cli.api)
             .and_then(|c| c.recover().map_err(|e| e.to_string()))
             .map(|r| println!("recovered {} volumes", r.volumes)),

@@ -1,11 +1,13 @@
 //! The gateway's Prometheus metrics, on one registry.
 
-use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, IntGauge, IntGaugeVec, Registry, TextEncoder};
 
 pub struct Metrics {
     pub registry: Registry,
     pub volumes: IntGauge,
     pub iscsi_sessions: IntGauge,
+    /// `sgw_health{component}`: 1 ok, 0 degraded (see `crate::health`).
+    pub health: IntGaugeVec,
 }
 
 impl Metrics {
@@ -15,7 +17,12 @@ impl Metrics {
         let iscsi_sessions = IntGauge::new("sgw_iscsi_sessions", "iSCSI sessions logged in")?;
         registry.register(Box::new(volumes.clone()))?;
         registry.register(Box::new(iscsi_sessions.clone()))?;
-        Ok(Metrics { registry, volumes, iscsi_sessions })
+        let health = IntGaugeVec::new(
+            prometheus::Opts::new("sgw_health", "1 when the component (cache, uploads) is ok, 0 when degraded"),
+            &["component"],
+        )?;
+        registry.register(Box::new(health.clone()))?;
+        Ok(Metrics { registry, volumes, iscsi_sessions, health })
     }
 
     pub fn render(&self) -> Result<String, String> {

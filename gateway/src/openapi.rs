@@ -53,6 +53,7 @@ that changes state (anything but GET, HEAD and OPTIONS) must also send the sessi
         crate::api::delete_tape,
         crate::api::retrieve_tape,
         crate::api::library,
+        crate::api::update_library,
         crate::bandwidth::get_bandwidth,
         crate::bandwidth::put_bandwidth,
         crate::api::metrics,

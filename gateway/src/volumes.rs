@@ -15,6 +15,7 @@ use iscsi_target::scsi::LogicalUnit;
 use iscsi_target::target::{Target, TargetCatalog};
 use serde::{Deserialize, Serialize};
 
+use crate::access::{validate_initiators, AccessChange};
 use crate::cached::map::ChunkMap;
 use crate::cached::{CachedVolume, CachedVolumes, ChunkOwner, SnapshotRecord, VolumeIdentity};
 
@@ -76,6 +77,10 @@ pub struct VolumeRecord {
     /// medium is loaded again by START STOP UNIT or a gateway restart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removable: bool,
+    /// Initiator names allowed to log in (lower case); empty: no list, the
+    /// gateway's `iscsi_access` decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initiators: Vec<String>,
 }
 
 /// Volume states, named as AWS Storage Gateway names them.
@@ -91,6 +96,10 @@ pub enum VolumeState {
     /// The cache is full of data not yet uploaded: writes are held back
     /// until uploads make room (they never fail).
     UploadBufferFull,
+    /// The cache's disk is full or failing: writes that need it fail
+    /// (SPACE ALLOCATION FAILED, or MEDIUM ERROR), reads go on. It comes
+    /// back by itself once the disk has room or answers again.
+    CacheFailed,
 }
 
 /// A volume as the API reports it.
@@ -106,6 +115,10 @@ pub struct VolumeInfo {
     pub mutual_chap_enabled: bool,
     #[serde(default)]
     pub removable: bool,
+    /// The initiators allowed to log in; empty: no list (under
+    /// `iscsi_access = "acl-required"` nobody may, under `open` anyone).
+    #[serde(default)]
+    pub initiators: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Seconds since the last recovery point (cached volumes that have one).
@@ -130,6 +143,7 @@ pub struct NewVolume {
     pub kind: VolumeKind,
     pub source: Option<CloneSource>,
     pub removable: bool,
+    pub initiators: Vec<String>,
 }
 
 /// What can go wrong managing volumes; the API maps each to a status code.
@@ -182,7 +196,7 @@ fn valid_secret(s: &str) -> bool {
     (12..=255).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-fn chap_config(c: Option<&VolumeChap>) -> Option<ChapConfig> {
+pub(crate) fn chap_config(c: Option<&VolumeChap>) -> Option<ChapConfig> {
     c.map(|c| ChapConfig {
         initiator: ChapCredentials { user: c.user.clone(), secret: c.secret.clone() },
         mutual: match (&c.mutual_user, &c.mutual_secret) {
@@ -192,7 +206,7 @@ fn chap_config(c: Option<&VolumeChap>) -> Option<ChapConfig> {
     })
 }
 
-fn validate_chap(c: &VolumeChap) -> Result<(), VolumeError> {
+pub(crate) fn validate_chap(c: &VolumeChap) -> Result<(), VolumeError> {
     if c.user.is_empty() || c.user.len() > 255 {
         return Err(VolumeError::InvalidChap("the CHAP user must be 1 to 255 characters"));
     }
@@ -336,6 +350,7 @@ impl VolumeManager {
             name: target_iqn(&r.name),
             alias: Some(r.name.clone()),
             chap: chap_config(r.chap.as_ref()),
+            initiators: r.initiators.clone(),
             luns: BTreeMap::from([(0u64, lu)]),
         });
         Ok(Volume { record: r, target, device, cached })
@@ -345,23 +360,36 @@ impl VolumeManager {
     /// logged in already go on until they log out (they hold the old
     /// target).
     pub async fn set_chap(&self, name: &str, chap: Option<VolumeChap>) -> Result<VolumeInfo, VolumeError> {
-        if let Some(c) = &chap {
+        self.set_access(name, AccessChange { chap: Some(chap), initiators: None }).await
+    }
+
+    /// Changes a volume's CHAP and/or initiator list, the same way: the
+    /// next login sees the new target, logged-in sessions keep theirs.
+    pub async fn set_access(&self, name: &str, change: AccessChange) -> Result<VolumeInfo, VolumeError> {
+        if let Some(Some(c)) = &change.chap {
             validate_chap(c)?;
         }
+        let initiators = change.initiators.as_deref().map(validate_initiators).transpose().map_err(VolumeError::InvalidRequest)?;
         let _changes = self.changes.lock().await;
         let mut vols = self.write();
         let v = vols.get_mut(name).ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
-        let old = (v.record.chap.clone(), v.target.clone());
-        v.record.chap = chap;
+        let old = (v.record.clone(), v.target.clone());
+        if let Some(chap) = change.chap {
+            v.record.chap = chap;
+        }
+        if let Some(initiators) = initiators {
+            v.record.initiators = initiators;
+        }
         v.target = Arc::new(Target {
             name: old.1.name.clone(),
             alias: old.1.alias.clone(),
             chap: chap_config(v.record.chap.as_ref()),
+            initiators: v.record.initiators.clone(),
             luns: old.1.luns.clone(),
         });
         if let Err(e) = self.persist(&vols) {
             if let Some(v) = vols.get_mut(name) {
-                (v.record.chap, v.target) = old;
+                (v.record, v.target) = old;
             }
             return Err(e);
         }
@@ -394,6 +422,7 @@ impl VolumeManager {
         if let Some(c) = &req.chap {
             validate_chap(c)?;
         }
+        validate_initiators(&req.initiators).map_err(VolumeError::InvalidRequest)?;
         if req.source.is_some() && req.kind != VolumeKind::Cached {
             return Err(VolumeError::InvalidRequest("only cached volumes are cloned".into()));
         }
@@ -459,6 +488,7 @@ impl VolumeManager {
             family: (req.kind == VolumeKind::Cached).then_some(family),
             source,
             removable: req.removable,
+            initiators: validate_initiators(&req.initiators).map_err(VolumeError::InvalidRequest)?,
         };
         let volume = match self.build(record, Some(content)).await {
             Ok(v) => v,
@@ -542,6 +572,7 @@ impl VolumeManager {
                 chap_enabled: req.chap.is_some(),
                 mutual_chap_enabled: req.chap.as_ref().is_some_and(|c| c.mutual_user.is_some()),
                 removable: req.removable,
+                initiators: req.initiators.clone(),
                 source: None,
                 recovery_point_age_secs: None,
             });
@@ -556,6 +587,9 @@ impl VolumeManager {
 
     fn state(&self, v: &Volume) -> VolumeState {
         let (Some(c), Some(service)) = (&v.cached, &self.cached) else { return VolumeState::Available };
+        if service.cache_failed() {
+            return VolumeState::CacheFailed;
+        }
         {
             let mut boot = self.bootstrapping.lock().unwrap_or_else(|e| e.into_inner());
             if boot.contains(&c.id()) {
@@ -583,6 +617,7 @@ impl VolumeManager {
             chap_enabled: r.chap.is_some(),
             mutual_chap_enabled: r.chap.as_ref().is_some_and(|c| c.mutual_user.is_some()),
             removable: r.removable,
+            initiators: r.initiators.clone(),
             source: r.source.clone(),
             recovery_point_age_secs: v.cached.as_ref().and_then(|c| c.last_recovery_point()).and_then(|rp| {
                 std::time::SystemTime::now().duration_since(rp.at).ok().map(|d| d.as_secs())
@@ -663,6 +698,7 @@ impl VolumeManager {
                 source: Some("recovered".into()),
                 // The catalog records content, not how the LU presents it.
                 removable: false,
+                initiators: Vec::new(),
             };
             let volume = self.build(record, None).await?;
             let mut vols = self.write();
@@ -693,7 +729,15 @@ mod tests {
     use super::*;
 
     fn local(name: &str, size: u64, chap: Option<VolumeChap>) -> NewVolume {
-        NewVolume { name: name.into(), size_bytes: size, chap, kind: VolumeKind::Local, source: None, removable: false }
+        NewVolume {
+            name: name.into(),
+            size_bytes: size,
+            chap,
+            kind: VolumeKind::Local,
+            source: None,
+            removable: false,
+            initiators: Vec::new(),
+        }
     }
 
     #[tokio::test]
@@ -712,6 +756,24 @@ mod tests {
         assert!(matches!(m.delete("vol-1").await, Err(VolumeError::NotFound(_))));
         let cached = NewVolume { kind: VolumeKind::Cached, ..local("c", 64 << 20, None) };
         assert!(matches!(m.create(cached).await, Err(VolumeError::InvalidRequest(_))));
+    }
+
+    #[tokio::test]
+    async fn initiator_lists_are_kept_and_swap_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = VolumeManager::open(dir.path(), None, 0).await.unwrap();
+        let req = NewVolume { initiators: vec!["IQN.2026-11.test:Host".into()], ..local("acl", 64 << 20, None) };
+        let v = m.create(req).await.unwrap();
+        assert_eq!(v.initiators, ["iqn.2026-11.test:host"]);
+        let before = m.lookup(&v.target_iqn).unwrap();
+        let change = AccessChange { chap: None, initiators: Some(vec!["iqn.2026-11.test:other".into()]) };
+        m.set_access("acl", change).await.unwrap();
+        assert_eq!(before.initiators, ["iqn.2026-11.test:host"], "a logged-in session's target changed");
+        drop(m);
+        let m = VolumeManager::open(dir.path(), None, 0).await.unwrap();
+        assert_eq!(m.lookup(&v.target_iqn).unwrap().initiators, ["iqn.2026-11.test:other"]);
+        let bad = AccessChange { chap: None, initiators: Some(vec!["not-an-iqn".into()]) };
+        assert!(matches!(m.set_access("acl", bad).await, Err(VolumeError::InvalidRequest(_))));
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use iscsi_target::scsi::sbc::DiskUnit;
 use iscsi_target::scsi::spc::DeviceIdentity;
 use iscsi_target::scsi::LogicalUnit;
 use iscsi_target::server::{Server, ServerConfig};
-use iscsi_target::target::{StaticCatalog, Target};
+use iscsi_target::target::{AccessPolicy, StaticCatalog, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,12 @@ async fn start(config: ServerConfig) -> Harness {
         removable: false,
     };
     let lu: Arc<dyn LogicalUnit> = Arc::new(DiskUnit::new(dev, identity));
-    let target = Target { name: IQN.into(), alias: None, chap: None, luns: BTreeMap::from([(0, lu)]) };
+    let target =
+        Target { name: IQN.into(), alias: None, chap: None, initiators: Vec::new(), luns: BTreeMap::from([(0, lu)]) };
+    // These tests are about the transport, not access control: any
+    // initiator name they use may log in.
+    let mut config = config;
+    config.login.access = AccessPolicy::Open;
     let server = Server::new(Arc::new(StaticCatalog { targets: vec![Arc::new(target)] }), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -26,7 +26,8 @@ DATA=$(mktemp -d)
 # admin password (unused: `api` goes through the gateway's owner-only socket).
 (umask 077; printf '{"gateway_name":"guestlab","admin_user":"admin","admin_password":"%s"}\n' \
   "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >"$DATA/activate.json")
-"$SGW" serve --data-dir "$DATA" --iscsi-listen "127.0.0.1:$ISCSI" --api-listen "127.0.0.1:$API" \
+# --iscsi-access open: the guests' initiators have names of their own.
+"$SGW" serve --iscsi-access open --data-dir "$DATA" --iscsi-listen "127.0.0.1:$ISCSI" --api-listen "127.0.0.1:$API" \
   --https-listen "127.0.0.1:$HTTPS" --activate-from "$DATA/activate.json" ${SERVE_ARGS[@]+"${SERVE_ARGS[@]}"} \
   >"$DATA.log" 2>&1 &
 PID=$!

@@ -146,8 +146,15 @@ impl Gateway {
             .stdout(logfile.try_clone().expect("log"))
             .stderr(logfile);
         if !options.args.iter().any(|a| a == "--cache-size") {
-            // Sparse, so generous; tests that need a small cache say so.
+            // Reserved at start (fallocate), so each running gateway takes
+            // 4 GiB of the scratch file system; tests that need a small
+            // cache say so.
             cmd.args(["--cache-size", "4GiB"]);
+        }
+        if !options.args.iter().any(|a| a == "--iscsi-access") {
+            // Most tests log in with whatever initiator name their tool
+            // picks; the access-control tests pass their own policy.
+            cmd.args(["--iscsi-access", "open"]);
         }
         for (k, v) in &options.env {
             cmd.env(k, v);
@@ -244,6 +251,8 @@ impl Gateway {
         assert!(out.status.success(), "token create: {}", text(&out));
         let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
         std::fs::write(&file, &token).expect("token file");
+        // A credential, kept the way the gateway keeps its own files.
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("token mode");
         token
     }
 

@@ -481,7 +481,8 @@ fn a_second_daemon_leaves_the_first_ones_socket_alone() {
             .args(["--iscsi-listen", &format!("127.0.0.1:{}", free_port())]),
         Duration::from_secs(30),
     );
-    assert!(!out.status.success() && text(&out).contains("in use by a running sgw"), "{}", text(&out));
+    let said = text(&out);
+    assert!(!out.status.success() && said.contains(&format!("in use by PID {}", gw.pid())), "{said}");
     let list = gw.cli(&["volume", "list"]);
     assert!(list.status.success(), "the first daemon's socket is gone: {}", text(&list));
 }

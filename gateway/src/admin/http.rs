@@ -14,11 +14,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
+
+use super::conn_table::{ConnSlot, ConnTable};
 
 /// How a request reached the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +71,11 @@ pub struct HttpLimits {
     /// and slow-loris connections do not hold descriptors.
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
-    /// Connections served at once per listener; more wait in the kernel's
-    /// accept backlog.
+    /// A connection on which nothing moves either way for this long is
+    /// closed: a request body or a response that stalls halfway.
+    pub idle_timeout: Duration,
+    /// Connections open at once per listener; at the cap the longest-idle
+    /// one is closed for a newcomer (`conn_table`).
     pub max_connections: usize,
 }
 
@@ -80,6 +84,7 @@ impl Default for HttpLimits {
         HttpLimits {
             header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_connections: 256,
         }
     }
@@ -94,13 +99,12 @@ pub enum AdminListener {
 /// Serves `slot` on `listener` until `shutdown`; open connections finish
 /// their current request.
 pub async fn serve(listener: AdminListener, slot: RouterSlot, limits: HttpLimits, shutdown: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let table = ConnTable::new(limits.max_connections);
     loop {
         let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p,
+            p = table.admit() => p,
             _ = shutdown.cancelled() => return,
         };
-        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             a = accept(&listener) => a,
             _ = shutdown.cancelled() => return,
@@ -120,13 +124,13 @@ pub async fn serve(listener: AdminListener, slot: RouterSlot, limits: HttpLimits
             match stream {
                 Accepted::Tcp(tcp, Some(tls)) => {
                     match tokio::time::timeout(limits.tls_handshake_timeout, tls.accept(tcp)).await {
-                        Ok(Ok(s)) => serve_connection(s, peer, slot, limits, shutdown).await,
+                        Ok(Ok(s)) => serve_connection(s, peer, slot, limits, &permit, shutdown).await,
                         Ok(Err(e)) => debug!(client = ?peer.addr, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(client = ?peer.addr, "TLS handshake timed out"),
                     }
                 }
-                Accepted::Tcp(tcp, None) => serve_connection(tcp, peer, slot, limits, shutdown).await,
-                Accepted::Unix(s) => serve_connection(s, peer, slot, limits, shutdown).await,
+                Accepted::Tcp(tcp, None) => serve_connection(tcp, peer, slot, limits, &permit, shutdown).await,
+                Accepted::Unix(s) => serve_connection(s, peer, slot, limits, &permit, shutdown).await,
             }
             drop(permit);
         });
@@ -152,21 +156,43 @@ async fn accept(listener: &AdminListener) -> std::io::Result<(Accepted, Peer)> {
     }
 }
 
-async fn serve_connection<S>(stream: S, peer: Peer, slot: RouterSlot, limits: HttpLimits, shutdown: CancellationToken)
-where
+async fn serve_connection<S>(
+    stream: S,
+    peer: Peer,
+    slot: RouterSlot,
+    limits: HttpLimits,
+    place: &ConnSlot,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_read_timeout(Some(limits.idle_timeout));
+    stream.set_write_timeout(Some(limits.idle_timeout));
+    let busy_source = place.busy_source();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(peer);
-        slot.current().oneshot(req.map(axum::body::Body::new))
+        let busy = busy_source.busy();
+        let response = slot.current().oneshot(req.map(axum::body::Body::new));
+        async move {
+            let r = response.await;
+            drop(busy);
+            r
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(Box::pin(stream)), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { debug!(client = ?peer.addr, error = %e, "admin connection ended") },
+        _ = place.close.cancelled() => {
+            // Evicted while idle for a newcomer: hyper closes at once
+            // between requests.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
         _ = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;

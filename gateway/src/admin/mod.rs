@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod activation;
+mod conn_table;
 pub mod guard;
 pub mod http;
 pub mod routes;
@@ -62,6 +63,8 @@ pub struct Plane {
     pub master_key_path: PathBuf,
     /// The gateway is activated and its volumes, tapes and portal are up.
     pub ready: std::sync::atomic::AtomicBool,
+    /// Degraded components, for health (the daemon's watchers report).
+    pub health: Arc<crate::health::HealthBoard>,
 }
 
 /// The router of the management plane: its own endpoints and the
@@ -147,6 +150,7 @@ impl Plane {
             default_cache_size: o.default_cache_size,
             master_key_path: o.master_key_path,
             ready: std::sync::atomic::AtomicBool::new(false),
+            health: Arc::default(),
             data_dir: o.data_dir,
         };
         Ok((Arc::new(plane), rx))

@@ -44,15 +44,19 @@ fn bad_json(r: JsonRejection) -> Response {
 /// `GET /api/v1/health`.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
-    /// Always `ok`: the management plane answers.
+    /// `ok`, or `degraded` while a component is (see `degraded`).
     pub status: String,
+    /// The degraded components and why; empty when all is well.
+    #[serde(default)]
+    pub degraded: Vec<crate::health::ComponentFault>,
     /// An admin has claimed the gateway.
     pub activated: bool,
     /// Activated, and its volumes, tapes and iSCSI portal are up.
     pub ready: bool,
 }
 
-/// Whether the gateway answers, is activated and is ready. Open to anyone.
+/// Whether the gateway answers, is activated, is ready, and which of its
+/// components are degraded. Open to anyone.
 #[utoipa::path(
     get,
     path = "/api/v1/health",
@@ -61,8 +65,10 @@ pub struct Health {
     security(())
 )]
 async fn health(State(p): State<Arc<Plane>>) -> Json<Health> {
+    let degraded = p.health.faults();
     Json(Health {
-        status: "ok".into(),
+        status: if degraded.is_empty() { "ok" } else { "degraded" }.into(),
+        degraded,
         activated: p.accounts.is_activated(),
         ready: p.ready.load(std::sync::atomic::Ordering::Acquire),
     })

@@ -92,11 +92,31 @@ const RESERVED_PERCENT: u64 = 5;
 /// Refuses a cache that would not fit in `dir`'s filesystem with 5% of it
 /// left free.
 pub fn check_cache_space(dir: &Path, size: u64) -> Result<(), FieldError> {
+    check_space(dir, size, 0)
+}
+
+/// At start: refuses a cache disk file that cannot get its configured size
+/// with 5% of its filesystem left free. The cache reserves the file's
+/// blocks when it opens it (so that writes never find the filesystem full
+/// later); blocks the file holds already count as its own. A block device
+/// is used as it is.
+pub fn check_cache_disk_space(disk: &Path, size: u64) -> Result<(), FieldError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let held = match std::fs::metadata(disk) {
+        Ok(m) if m.file_type().is_block_device() => return Ok(()),
+        Ok(m) => m.blocks() * 512,
+        Err(_) => 0,
+    };
+    let dir = disk.parent().unwrap_or(disk);
+    check_space(dir, size, held)
+}
+
+fn check_space(dir: &Path, size: u64, held: u64) -> Result<(), FieldError> {
     let existing = nearest_existing(dir);
     let Some((avail, total)) = crate::files::free_space(&existing) else {
         return Err(FieldError::new("cache_size", format!("cannot read the free space of {}", existing.display())));
     };
-    let usable = avail.saturating_sub(total / 100 * RESERVED_PERCENT);
+    let usable = (avail + held).saturating_sub(total / 100 * RESERVED_PERCENT);
     if size > usable {
         return Err(FieldError::new(
             "cache_size",
@@ -162,5 +182,22 @@ mod tests {
         assert_eq!(e.field, "cache_size");
         assert!(e.error.contains("at most"), "{}", e.error);
         assert!(check_cache_space(Path::new("/tmp/does/not/exist"), 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_cache_disk_counts_the_blocks_it_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = tmp.path().join("disk0.img");
+        let (avail, total) = crate::files::free_space(tmp.path()).unwrap();
+        let usable = avail - total / 100 * RESERVED_PERCENT;
+        let e = check_cache_disk_space(&disk, usable + (64 << 20)).unwrap_err();
+        assert!(e.error.contains("at most"), "{}", e.error);
+        // A disk file holding 96 MiB: that much less is free, but it is the
+        // cache's own (margins of 32 MiB for other writers meanwhile).
+        std::fs::write(&disk, vec![1u8; 96 << 20]).unwrap();
+        std::fs::File::open(&disk).unwrap().sync_all().unwrap();
+        let size = usable - (32 << 20);
+        assert!(check_cache_space(tmp.path(), size).is_err(), "the free space alone is short");
+        assert!(check_cache_disk_space(&disk, size).is_ok(), "with the file's blocks it fits");
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cache::{Cache, ChunkId as CacheChunkId};
@@ -18,6 +18,8 @@ use tracing::{debug, warn};
 
 use super::map::{ChunkRef, MapStore};
 use super::metrics::VolumeMetrics;
+use super::upload_errors::{LogOncePerCause, UploadBackoff};
+use crate::health::HealthBoard;
 use crate::cloud::uploader::{StoredChunk, UploadCompletion};
 use crate::cloud::{ChunkId, CloudLayer, Namespace, UploadJob};
 
@@ -61,8 +63,9 @@ pub trait ChunkOwner: Send + Sync {
 const FEED_BATCH: usize = 32;
 /// How long the feeder sleeps when nothing is dirty and nobody wakes it.
 const FEED_IDLE: Duration = Duration::from_millis(200);
-/// After an upload failure, the feeder pauses so it does not spin.
-const FEED_BACKOFF: Duration = Duration::from_secs(1);
+/// How often the cache is checked, and probed while it is degraded (see
+/// `Cache::probe`).
+const CACHE_WATCH: Duration = Duration::from_secs(2);
 /// Write-behind: uploads start once writes pause this long...
 const WRITE_QUIET: Duration = Duration::from_millis(300);
 /// ...or once chunks waiting for upload fill this share (1/n) of the
@@ -110,6 +113,11 @@ pub struct Engine {
     /// Held while completions are applied and while garbage collection
     /// decides what nothing references, so neither sees the other half-done.
     pub gc_lock: tokio::sync::Mutex<()>,
+    /// After failed uploads the feeder pauses (see `upload_errors`).
+    upload_backoff: Mutex<UploadBackoff>,
+    upload_log: Mutex<LogOncePerCause>,
+    /// The cause of the last round of uploads, while it failed.
+    upload_fault: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,7 +141,55 @@ impl Engine {
             urgent_until_ms: AtomicU64::new(0),
             epoch: std::time::Instant::now(),
             gc_lock: tokio::sync::Mutex::new(()),
+            upload_backoff: Mutex::new(UploadBackoff::default()),
+            upload_log: Mutex::new(LogOncePerCause::default()),
+            upload_fault: Mutex::new(None),
         })
+    }
+
+    /// Reports the cache's and the uploads' health to `board` (and through
+    /// it to `gauge`, `sgw_health`) until `shutdown`, probing a degraded
+    /// cache so that it recovers by itself once its disk has room or
+    /// answers again.
+    pub fn watch_health(self: &Arc<Self>, board: Arc<HealthBoard>, gauge: prometheus::IntGaugeVec, shutdown: CancellationToken) {
+        board.export_to(gauge);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if engine.cache.fault().is_some() {
+                    // Failing probes leave the fault in place; nothing to log.
+                    let _ = engine.cache.probe().await;
+                }
+                board.report(crate::health::CACHE, engine.cache.fault().map(|f| f.reason));
+                board.report(crate::health::UPLOADS, lock(&engine.upload_fault).clone());
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(CACHE_WATCH) => {}
+                }
+            }
+        });
+    }
+
+    /// Logs an upload failure unless its cause was logged within the last
+    /// minute (then at debug level).
+    fn log_upload_failure(&self, what: &str, volume: &str, chunk: u64, cause: &str, error: &str) {
+        if lock(&self.upload_log).admit(cause, Instant::now()) {
+            warn!(volume, chunk, error, "{what}; uploads pause and retry, the same cause is logged once a minute");
+        } else {
+            debug!(volume, chunk, error, "{what}");
+        }
+    }
+
+    /// A round of uploads failed: the feeder pauses, longer each time.
+    fn uploads_failed(&self, cause: &str) {
+        *lock(&self.upload_fault) = Some(cause.to_owned());
+        let pause = lock(&self.upload_backoff).failed(Instant::now());
+        debug!(?pause, cause, "uploads pause");
+    }
+
+    fn uploads_succeeded(&self) {
+        *lock(&self.upload_fault) = None;
+        lock(&self.upload_backoff).succeeded();
     }
 
     /// Starts the feeder and the committer; they end with `shutdown`.
@@ -238,6 +294,14 @@ impl Engine {
             if shutdown.is_cancelled() {
                 return;
             }
+            let pause = lock(&self.upload_backoff).remaining(Instant::now());
+            if let Some(pause) = pause {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                continue;
+            }
             if !self.upload_now() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -255,7 +319,7 @@ impl Engine {
                 }
                 continue;
             }
-            let mut failed = false;
+            let mut failed = None;
             for dirty in batch {
                 let Some(volume) = self.owner(dirty.id.namespace) else {
                     // A volume being deleted; its chunks go with it.
@@ -268,21 +332,19 @@ impl Engine {
                             JobKind::Dirty { owner: volume.id(), index: dirty.id.index, cache_generation: generation };
                         if !self.submit(kind, volume.namespace(), dirty.id.index, data).await {
                             self.cache.abandon_upload(dirty.id);
-                            failed = true;
+                            failed = Some("upload submit failed".to_owned());
                         }
                     }
                     Err(e) => {
-                        warn!(volume = volume.name(), chunk = dirty.id.index, error = %e, "cannot read a dirty chunk for upload");
+                        let what = "cannot read a dirty chunk for upload";
+                        self.log_upload_failure(what, volume.name(), dirty.id.index, &format!("{what}: {e}"), &e.to_string());
                         self.cache.abandon_upload(dirty.id);
-                        failed = true;
+                        failed = Some(format!("{what}: {e}"));
                     }
                 }
             }
-            if failed {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(FEED_BACKOFF) => {}
-                }
+            if let Some(cause) = failed {
+                self.uploads_failed(&cause);
             }
         }
     }
@@ -309,18 +371,27 @@ impl Engine {
     /// per volume), then the cache learns which chunks are clean.
     async fn commit_batch(&self, batch: Vec<UploadCompletion>) {
         let _gc = self.gc_lock.lock().await;
-        let mut per_volume: HashMap<u64, Vec<(u64, u64, Result<ChunkRef, String>, u64)>> = HashMap::new();
+        // Per chunk: index, cache generation, outcome (an error with its
+        // cause), token.
+        type Outcome = (u64, u64, Result<ChunkRef, (String, String)>, u64);
+        let mut per_volume: HashMap<u64, Vec<Outcome>> = HashMap::new();
+        let mut failure = None;
+        let mut stored = false;
         for c in batch {
             let Some(kind) = lock(&self.jobs).remove(&c.generation) else { continue };
-            let result = match c.result {
+            let outcome = match c.result {
                 Ok(StoredChunk::Zero) => Ok(ChunkRef::Zero),
                 Ok(StoredChunk::Object { id, .. }) => Ok(ChunkRef::Object(id)),
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    failure = Some(e.cause.clone());
+                    Err((e.to_string(), e.cause))
+                }
             };
+            stored |= outcome.is_ok();
             match kind {
                 JobKind::Capture { owner, rp_seq, index } => {
                     if let Some(v) = self.owner(owner) {
-                        let result = match result {
+                        let result = match outcome.map_err(|(message, _)| message) {
                             Ok(ChunkRef::Object(id)) if self.tombstoned(v.family(), &id, c.generation) => {
                                 Err("object deleted while it was uploaded".to_owned())
                             }
@@ -330,7 +401,7 @@ impl Engine {
                     }
                 }
                 JobKind::Dirty { owner, index, cache_generation } => {
-                    per_volume.entry(owner).or_default().push((index, cache_generation, result, c.generation));
+                    per_volume.entry(owner).or_default().push((index, cache_generation, outcome, c.generation));
                 }
             }
         }
@@ -350,8 +421,8 @@ impl Engine {
                         retry.push(index);
                     }
                     Ok(r) => done.push(Uploaded { index, cache_generation: generation, chunk: r, token }),
-                    Err(e) => {
-                        warn!(volume = volume.name(), chunk = index, error = %e, "upload failed; will retry");
+                    Err((message, cause)) => {
+                        self.log_upload_failure("upload failed", volume.name(), index, &cause, &message);
                         retry.push(index);
                     }
                 }
@@ -360,11 +431,20 @@ impl Engine {
                 self.cache.abandon_upload(CacheChunkId::new(volume_id, index));
             }
             if let Err(e) = volume.record_uploads(&done).await {
-                warn!(volume = volume.name(), error = %e, "cannot record uploads; they will be repeated");
+                let what = "cannot record uploads; they will be repeated";
+                let cause = format!("{what}: {e}");
+                let first = done.first().map_or(0, |u| u.index);
+                self.log_upload_failure(what, volume.name(), first, &cause, &e.to_string());
+                failure = Some(cause);
                 for u in done {
                     self.cache.abandon_upload(CacheChunkId::new(volume_id, u.index));
                 }
             }
+        }
+        match failure {
+            Some(cause) => self.uploads_failed(&cause),
+            None if stored => self.uploads_succeeded(),
+            None => {}
         }
     }
 }

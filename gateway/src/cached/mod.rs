@@ -6,7 +6,8 @@
 //!   locally;
 //! - [`manifest`]: a volume version in the bucket (pages + JSON root);
 //! - [`volume`]: [`CachedVolume`], the `BlockDevice`;
-//! - [`engine`]: dirty chunks → uploader → chunk map → clean;
+//! - [`engine`]: dirty chunks → uploader → chunk map → clean, with a
+//!   backoff after failed uploads (`upload_errors`);
 //! - [`recovery`]: recovery points;
 //! - [`service`]: snapshots, the catalog, garbage collection, schedules.
 
@@ -16,6 +17,7 @@ pub mod map;
 pub mod metrics;
 mod recovery;
 pub mod service;
+mod upload_errors;
 pub mod volume;
 
 pub use engine::{ChunkOwner, Engine, Uploaded};

@@ -504,6 +504,12 @@ impl CachedVolumes {
         s.dirty_bytes + 2 * u64::from(self.engine.cache.chunk_size()) >= high_watermark
     }
 
+    /// Whether the cache's disk or index is failing (full or erroring):
+    /// writes that need it fail until it works again.
+    pub fn cache_failed(&self) -> bool {
+        self.engine.cache.fault().is_some()
+    }
+
     /// Whether the volume still uploads data it held at start (after an
     /// unclean stop: AWS calls this BOOTSTRAPPING).
     pub fn has_unsynced(&self, volume_id: u64) -> bool {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use cache::{ChunkId as CacheChunkId, ErrorKind as CacheErrorKind, ReadOutcome};
+use cache::{ChunkId as CacheChunkId, ChunkState, ErrorKind as CacheErrorKind, ReadOutcome};
 use iscsi_target::scsi::block::{BlockDevice, Provisioning};
 use iscsi_target::scsi::{BlockCount, DataOutChecksums, Lba};
 use tokio::sync::{Notify, OnceCell, RwLock};
@@ -122,6 +122,8 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 fn cache_err(e: cache::Error) -> io::Error {
     match e.kind() {
         CacheErrorKind::Corruption => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        // The SCSI layer answers SPACE ALLOCATION FAILED for this kind.
+        CacheErrorKind::DiskFull => io::Error::new(io::ErrorKind::StorageFull, e.to_string()),
         _ => io::Error::other(e.to_string()),
     }
 }
@@ -278,8 +280,18 @@ impl CachedVolume {
         // copy, without reading an empty cache entry first.
         let outcome = match self.engine.cache.lookup(id) {
             None => None,
-            Some(_) => {
-                let outcome = self.engine.cache.read(id, piece.offset, piece.len).await.map_err(cache_err)?;
+            Some(info) => {
+                let outcome = match self.engine.cache.read(id, piece.offset, piece.len).await {
+                    Ok(outcome) => outcome,
+                    // A clean chunk is what the map names (a chunk becomes
+                    // clean once the map records its upload): while the
+                    // cache disk fails, reads of it come from the cloud.
+                    Err(e) if e.kind() == CacheErrorKind::Io && info.state == ChunkState::Clean => {
+                        let (base, _) = self.fetch_base_ref(piece.index).await?;
+                        return Ok((base.slice(piece.offset as usize..(piece.offset + piece.len) as usize), false));
+                    }
+                    Err(e) => return Err(cache_err(e)),
+                };
                 if outcome.complete {
                     return Ok((outcome.data, true));
                 }

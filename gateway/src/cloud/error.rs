@@ -85,6 +85,15 @@ impl StoreError {
     pub fn key(&self) -> &str {
         &self.key
     }
+
+    /// The failure without the key it happened on.
+    pub fn cause(&self) -> String {
+        let mut cause = format!("{}: {}: {}", self.op, self.kind, self.detail);
+        if let Some(source) = &self.source {
+            cause.push_str(&format!(": {source}"));
+        }
+        cause
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -130,6 +139,15 @@ pub enum CloudError {
 }
 
 impl CloudError {
+    /// What failed, without the object it failed on (see
+    /// [`StoreError::cause`]).
+    pub fn cause(&self) -> String {
+        match self {
+            CloudError::Store(e) => e.cause(),
+            other => other.to_string(),
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             CloudError::Store(e) => e.kind(),

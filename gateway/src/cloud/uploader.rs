@@ -92,6 +92,9 @@ pub enum StoredChunk {
 pub struct UploadFailure {
     pub kind: ErrorKind,
     pub message: String,
+    /// The message without the object it is about: one cause failing
+    /// every chunk reads the same here, so it is logged once.
+    pub cause: String,
 }
 
 impl From<&CloudError> for UploadFailure {
@@ -99,6 +102,7 @@ impl From<&CloudError> for UploadFailure {
         UploadFailure {
             kind: e.kind(),
             message: e.to_string(),
+            cause: e.cause(),
         }
     }
 }
@@ -348,6 +352,7 @@ async fn store_chunk(
             Err(_) => Err(UploadFailure {
                 kind: ErrorKind::Transient,
                 message: "concurrent upload vanished".into(),
+                cause: "concurrent upload vanished".into(),
             }),
         };
     }

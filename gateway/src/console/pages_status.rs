@@ -55,7 +55,9 @@ struct DashboardPage {
     chrome: Chrome,
     version: String,
     uptime: String,
+    /// `ok`, or `degraded` with each degraded component and why.
     health: String,
+    health_ok: bool,
     cache_used: String,
     cache_dirty: String,
     upload_buffer: String,
@@ -131,11 +133,19 @@ async fn dashboard(State(c): State<Console>, Extension(principal): Extension<Pri
             }
         })
         .collect();
+    let degraded = c.plane.health.faults();
+    let health = if degraded.is_empty() {
+        "ok".to_owned()
+    } else {
+        let each: Vec<String> = degraded.iter().map(|f| format!("{}: {}", f.component, f.reason)).collect();
+        format!("degraded ({})", each.join("; "))
+    };
     let p = DashboardPage {
         chrome: Chrome::new(&c.plane, &principal, "dashboard"),
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime: uptime_text(c.plane.started.elapsed().as_secs()),
-        health: "ok".into(),
+        health_ok: degraded.is_empty(),
+        health,
         cache_used: format!("{:.0}", gauge("sgw_cache_percent_used")),
         cache_dirty: format!("{:.0}", gauge("sgw_cache_percent_dirty")),
         upload_buffer: size_text(gauge("sgw_queued_writes_bytes") as u64),

@@ -69,6 +69,8 @@ pub struct CreateForm {
     chap_user: String,
     chap_secret: String,
     removable: Option<String>,
+    /// Allowed initiator IQNs, separated by commas or white space.
+    initiators: String,
 }
 
 #[derive(Template)]
@@ -121,13 +123,16 @@ fn to_request(f: &CreateForm) -> Result<CreateVolume, (&'static str, String)> {
         from_snapshot: opt(&f.from_snapshot),
         from_volume: opt(&f.from_volume),
         removable: f.removable.is_some(),
+        initiators: f.initiators.split([',', ' ', '\n', '\r', '\t']).filter(|s| !s.is_empty()).map(str::to_string).collect(),
     })
 }
 
 /// The form field an API error is about, from its message.
 fn field_of(e: &ApiError) -> &'static str {
     let m = e.1.to_ascii_lowercase();
-    if m.contains("name") && !m.contains("snapshot") {
+    if m.contains("initiator") {
+        "initiators"
+    } else if m.contains("name") && !m.contains("snapshot") {
         "name"
     } else if m.contains("size") {
         "size"

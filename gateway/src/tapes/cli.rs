@@ -1,10 +1,14 @@
 //! `sgw tape …`: the tape commands of the CLI, over the admin API.
 
+use std::path::{Path, PathBuf};
+
 use clap::Subcommand;
 
 use super::library::{CreateTapes, LocationKind, TapeInfo, TapeLocation};
 use super::records::Pool;
+use crate::access::{initiators_text, AccessChange};
 use crate::client::Client;
+use crate::volumes::VolumeChap;
 use crate::units::{parse_size, size_text};
 
 #[derive(Subcommand)]
@@ -39,11 +43,74 @@ pub enum TapeCommand {
     Retrieve { barcode: String },
     /// Delete an archived tape, or one in an import/export slot.
     Delete { barcode: String },
-    /// The changer and drive targets.
+    /// The changer and drive targets, and who may log in to them.
     Library {
+        #[command(subcommand)]
+        action: Option<LibraryCommand>,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `sgw tape library …`: access to the changer and all drives at once.
+#[derive(Subcommand)]
+pub enum LibraryCommand {
+    /// Set or remove CHAP of the changer and drives; it applies from the
+    /// next login (sessions logged in go on until they log out).
+    SetChap {
+        /// The initiator's CHAP user.
+        #[arg(long, required_unless_present = "none", conflicts_with = "none")]
+        chap_user: Option<String>,
+        /// A file holding the CHAP secret (12-255 characters); without it
+        /// the secret is read from standard input.
+        #[arg(long)]
+        chap_secret_file: Option<PathBuf>,
+        /// Mutual CHAP: the target's user; its secret comes from
+        /// --mutual-secret-file (or standard input).
+        #[arg(long, requires = "chap_user")]
+        mutual_user: Option<String>,
+        #[arg(long, requires = "mutual_user")]
+        mutual_secret_file: Option<PathBuf>,
+        /// Remove CHAP.
+        #[arg(long)]
+        none: bool,
+    },
+    /// Set or remove the initiators allowed to log in to the changer and
+    /// drives; it applies from the next login.
+    SetInitiators {
+        /// Initiator IQNs, comma-separated.
+        #[arg(value_delimiter = ',', required_unless_present = "clear", conflicts_with = "clear")]
+        initiators: Vec<String>,
+        /// Remove the list: the gateway's iscsi_access decides (under
+        /// acl-required, nobody may log in).
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+/// Reads a secret from a file or standard input (never argv): the CLI's
+/// own reader, passed in.
+pub type ReadSecret<'a> = &'a dyn Fn(Option<&Path>, &str) -> Result<String, String>;
+
+fn library_access(client: &Client, cmd: LibraryCommand, read_secret: ReadSecret) -> Result<(), String> {
+    let change = match cmd {
+        LibraryCommand::SetChap { chap_user: Some(user), chap_secret_file, mutual_user, mutual_secret_file, none: false } => {
+            let secret = read_secret(chap_secret_file.as_deref(), "CHAP secret")?;
+            let mutual_secret = match &mutual_user {
+                Some(_) => Some(read_secret(mutual_secret_file.as_deref(), "mutual CHAP secret")?),
+                None => None,
+            };
+            AccessChange { chap: Some(Some(VolumeChap { user, secret, mutual_user, mutual_secret })), initiators: None }
+        }
+        LibraryCommand::SetChap { .. } => AccessChange { chap: Some(None), initiators: None },
+        LibraryCommand::SetInitiators { initiators, clear } => {
+            AccessChange { chap: None, initiators: Some(if clear { Vec::new() } else { initiators }) }
+        }
+    };
+    let lib = client.update_library(&change).map_err(|e| e.to_string())?;
+    let chap = if lib.mutual_chap_enabled { "mutual" } else if lib.chap_enabled { "on" } else { "off" };
+    println!("tape library: CHAP {chap}, {}; it applies from the next login", initiators_text(&lib.initiators));
+    Ok(())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -90,7 +157,7 @@ fn json<T: serde::Serialize>(v: &T) -> Result<(), String> {
     Ok(())
 }
 
-pub fn run(client: &Client, cmd: TapeCommand) -> Result<(), String> {
+pub fn run(client: &Client, cmd: TapeCommand, read_secret: ReadSecret) -> Result<(), String> {
     match cmd {
         TapeCommand::Create { barcode, prefix, count, size, pool, worm } => {
             let pool = match pool {
@@ -118,7 +185,8 @@ pub fn run(client: &Client, cmd: TapeCommand) -> Result<(), String> {
             client.delete_tape(&barcode).map_err(|e| e.to_string())?;
             println!("deleted {barcode}");
         }
-        TapeCommand::Library { json: as_json } => {
+        TapeCommand::Library { action: Some(action), .. } => library_access(client, action, read_secret)?,
+        TapeCommand::Library { action: None, json: as_json } => {
             let lib = client.library().map_err(|e| e.to_string())?;
             if as_json {
                 json(&lib)?;
@@ -129,6 +197,8 @@ pub fn run(client: &Client, cmd: TapeCommand) -> Result<(), String> {
                     let tape = d.barcode.as_deref().unwrap_or("-");
                     println!("drive   {} LUN {} element {} serial {} tape {tape}", d.iqn, d.lun, d.element, d.serial);
                 }
+                let chap = if lib.mutual_chap_enabled { "mutual" } else if lib.chap_enabled { "on" } else { "off" };
+                println!("access  CHAP {chap}, {}", initiators_text(&lib.initiators));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The library's devices as iSCSI targets: names, serial numbers and NAA
 //! identifiers (stable across restarts: derived from a gateway id kept in
-//! the data directory), and each drive's byte counters.
+//! the data directory), who may log in to them, and each drive's byte
+//! counters.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,9 +11,10 @@ use async_trait::async_trait;
 use iscsi_target::scsi::{ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus};
 use iscsi_target::target::Target;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
 use vtl::ssc::TapeDrive;
 
-use crate::volumes::IQN_PREFIX;
+use crate::volumes::{chap_config, VolumeChap, IQN_PREFIX};
 
 /// Drives in the library, as in AWS Tape Gateway.
 pub const DRIVE_COUNT: usize = 10;
@@ -70,9 +72,45 @@ impl DeviceIds {
     }
 }
 
+/// Who may log in to the changer and the drives: one setting for the
+/// whole library, since a backup server needs all of them together.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryAccess {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap: Option<VolumeChap>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initiators: Vec<String>,
+}
+
+/// Owner-only (it holds CHAP secrets), replaced atomically.
+const ACCESS_FILE: &str = "library-access.json";
+
+impl LibraryAccess {
+    pub fn load(data_dir: &Path) -> std::io::Result<LibraryAccess> {
+        let path = data_dir.join(ACCESS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LibraryAccess::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::files::write_atomically(data_dir, ACCESS_FILE, &bytes)
+    }
+}
+
 /// A one-LUN target.
-pub fn single_lun_target(name: String, alias: String, lu: Arc<dyn LogicalUnit>) -> Arc<Target> {
-    Arc::new(Target { name, alias: Some(alias), chap: None, luns: BTreeMap::from([(0u64, lu)]) })
+pub fn single_lun_target(name: String, alias: String, lu: Arc<dyn LogicalUnit>, access: &LibraryAccess) -> Arc<Target> {
+    Arc::new(Target {
+        name,
+        alias: Some(alias),
+        chap: chap_config(access.chap.as_ref()),
+        initiators: access.initiators.clone(),
+        luns: BTreeMap::from([(0u64, lu)]),
+    })
 }
 
 /// Tape metrics: tapes per state, and bytes moved by each drive.
@@ -166,5 +204,20 @@ mod tests {
         assert_eq!(ids.serial(3), "CDEF012303");
         assert_eq!(ids.serial(3).len(), 10);
         assert_ne!(ids.naa_id(0), ids.naa_id(1));
+    }
+
+    #[test]
+    fn access_is_kept_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(LibraryAccess::load(dir.path()).unwrap(), LibraryAccess::default());
+        let access = LibraryAccess {
+            chap: Some(VolumeChap { user: "u".into(), secret: "secret-secret".into(), mutual_user: None, mutual_secret: None }),
+            initiators: vec!["iqn.2026-11.test:backup".into()],
+        };
+        access.save(dir.path()).unwrap();
+        assert_eq!(LibraryAccess::load(dir.path()).unwrap(), access);
+        let mode = std::fs::metadata(dir.path().join(ACCESS_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -3,8 +3,8 @@
 //! admin asks of it (create, list, retrieve, delete).
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use iscsi_target::scsi::LogicalUnit;
 use iscsi_target::target::{Target, TargetCatalog};
@@ -18,11 +18,12 @@ use vtl::smc::{LibraryError, MediaChanger};
 use vtl::ssc::{lto5_identity, DriveConfig, TapeDrive};
 
 use super::devices::{
-    changer_iqn, drive_iqn, drive_name, load_or_create_gateway_id, single_lun_target, DeviceIds, MeteredDrive,
-    TapeMetrics, DRIVE_COUNT,
+    changer_iqn, drive_iqn, drive_name, load_or_create_gateway_id, single_lun_target, DeviceIds, LibraryAccess,
+    MeteredDrive, TapeMetrics, DRIVE_COUNT,
 };
 use super::records::{check_size, Pool, TapeError, TapeRecord, TapeState, MIN_TAPE_SIZE};
 use super::store::TapeStore;
+use crate::access::{validate_initiators, AccessChange};
 use crate::cached::Engine;
 
 /// Which library the changer presents itself as (`library_personality`).
@@ -142,13 +143,26 @@ pub struct DriveInfo {
 pub struct LibraryInfo {
     pub changer: ChangerInfo,
     pub drives: Vec<DriveInfo>,
+    /// CHAP of the changer and every drive.
+    #[serde(default)]
+    pub chap_enabled: bool,
+    #[serde(default)]
+    pub mutual_chap_enabled: bool,
+    /// The initiators allowed to log in to the changer and drives; empty:
+    /// no list (the gateway's `iscsi_access` decides).
+    #[serde(default)]
+    pub initiators: Vec<String>,
 }
 
 pub struct TapeLibrary {
     pub(crate) store: Arc<TapeStore>,
     pub(crate) changer: Arc<MediaChanger>,
     drives: Vec<Arc<TapeDrive>>,
-    targets: Vec<Arc<Target>>,
+    /// The changer's and drives' targets, rebuilt when the access changes
+    /// (sessions logged in keep the targets they logged in to).
+    targets: RwLock<Vec<Arc<Target>>>,
+    access: Mutex<LibraryAccess>,
+    data_dir: PathBuf,
     config: TapeConfig,
     ids: DeviceIds,
     metrics: TapeMetrics,
@@ -198,17 +212,20 @@ impl TapeLibrary {
         .await
         .map_err(library_error)?;
         let changer = Arc::new(changer);
-        let mut targets = vec![single_lun_target(changer_iqn(), "tape changer".into(), changer.clone())];
+        let access = LibraryAccess::load(data_dir)?;
+        let mut targets = vec![single_lun_target(changer_iqn(), "tape changer".into(), changer.clone(), &access)];
         for (i, d) in drives.iter().enumerate() {
             let n = i + 1;
             let lu: Arc<dyn LogicalUnit> = Arc::new(MeteredDrive::new(d.clone(), &drive_name(n), &metrics));
-            targets.push(single_lun_target(drive_iqn(n), drive_name(n), lu));
+            targets.push(single_lun_target(drive_iqn(n), drive_name(n), lu, &access));
         }
         let library = Arc::new(TapeLibrary {
             store,
             changer,
             drives,
-            targets,
+            targets: RwLock::new(targets),
+            access: Mutex::new(access),
+            data_dir: data_dir.to_path_buf(),
             config,
             ids,
             metrics,
@@ -282,6 +299,7 @@ impl TapeLibrary {
     }
 
     pub async fn library_info(&self) -> LibraryInfo {
+        let access = self.access.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let identity = self.changer.identity();
         let layout = self.changer.layout();
         let drives = layout
@@ -307,7 +325,44 @@ impl TapeLibrary {
                 serial: identity.serial.clone(),
             },
             drives,
+            chap_enabled: access.chap.is_some(),
+            mutual_chap_enabled: access.chap.as_ref().is_some_and(|c| c.mutual_user.is_some()),
+            initiators: access.initiators,
         }
+    }
+
+    /// Changes who may log in to the changer and drives; kept in
+    /// `library-access.json`. The next login sees it.
+    pub fn set_access(&self, change: AccessChange) -> Result<(), TapeError> {
+        if let Some(Some(c)) = &change.chap {
+            crate::volumes::validate_chap(c).map_err(|e| TapeError::InvalidRequest(e.to_string()))?;
+        }
+        let initiators =
+            change.initiators.as_deref().map(validate_initiators).transpose().map_err(TapeError::InvalidRequest)?;
+        let mut access = self.access.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = access.clone();
+        if let Some(chap) = change.chap {
+            next.chap = chap;
+        }
+        if let Some(initiators) = initiators {
+            next.initiators = initiators;
+        }
+        next.save(&self.data_dir)?;
+        let mut targets = self.targets.write().unwrap_or_else(|e| e.into_inner());
+        *targets = targets
+            .iter()
+            .map(|t| {
+                Arc::new(Target {
+                    name: t.name.clone(),
+                    alias: t.alias.clone(),
+                    chap: crate::volumes::chap_config(next.chap.as_ref()),
+                    initiators: next.initiators.clone(),
+                    luns: t.luns.clone(),
+                })
+            })
+            .collect();
+        *access = next;
+        Ok(())
     }
 
     /// Creates tapes; they appear in free import/export slots (or, while
@@ -428,10 +483,10 @@ impl TapeLibrary {
 
 impl TargetCatalog for TapeLibrary {
     fn lookup(&self, name: &str) -> Option<Arc<Target>> {
-        self.targets.iter().find(|t| t.name == name).cloned()
+        self.targets.read().unwrap_or_else(|e| e.into_inner()).iter().find(|t| t.name == name).cloned()
     }
 
     fn list(&self) -> Vec<Arc<Target>> {
-        self.targets.clone()
+        self.targets.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use iscsi_target::login::chap::{decode_binary, ChapConfig, ChapCredentials};
 use iscsi_target::login::params::{Answer, Negotiator, TargetLimits};
-use iscsi_target::login::{text, ChallengeSource, LoginMachine, LoginStatus, LoginStep};
+use iscsi_target::login::{text, ChallengeSource, LoginMachine, LoginPolicy, LoginStatus, LoginStep};
 use iscsi_target::pdu::LoginRequest;
-use iscsi_target::target::{StaticCatalog, Target, TargetCatalog};
+use iscsi_target::target::{AccessPolicy, StaticCatalog, Target, TargetCatalog};
 use libfuzzer_sys::fuzz_target;
 use md5::{Digest, Md5};
 
@@ -37,7 +37,7 @@ const SECRET: &str = "s3cr3t-s3cr3t";
 fn catalog() -> Arc<dyn TargetCatalog> {
     let creds = ChapCredentials { user: USER.into(), secret: SECRET.into() };
     let target = |name: &str, chap: Option<ChapConfig>| {
-        Arc::new(Target { name: name.into(), alias: Some("a".into()), chap, luns: BTreeMap::new() })
+        Arc::new(Target { name: name.into(), alias: Some("a".into()), chap, initiators: Vec::new(), luns: BTreeMap::new() })
     };
     Arc::new(StaticCatalog {
         targets: vec![
@@ -52,6 +52,12 @@ fn catalog() -> Arc<dyn TargetCatalog> {
             ),
         ],
     })
+}
+
+/// The fuzzed invariants are about CHAP and negotiation: every initiator
+/// name may reach the targets.
+fn open_policy() -> LoginPolicy {
+    LoginPolicy { access: AccessPolicy::Open, discovery_chap: None }
 }
 
 /// Whether `keys` carry the correct CHAP answer to the fixed challenge.
@@ -108,7 +114,7 @@ fuzz_target!(|input: &[u8]| {
         negotiate(&pairs, true);
     }
 
-    let mut machine = LoginMachine::new(catalog(), TargetLimits::default(), Box::new(FixedChallenge));
+    let mut machine = LoginMachine::new(catalog(), TargetLimits::default(), open_policy(), Box::new(FixedChallenge));
     // The text the machine has gathered across C-bit requests, and whether
     // a complete request so far proved the CHAP secret.
     let mut pending: Vec<u8> = Vec::new();

@@ -10,10 +10,10 @@ pub mod text;
 
 use std::sync::Arc;
 
-use self::chap::{ChapError, ChapExchange};
+use self::chap::{ChapConfig, ChapError, ChapExchange};
 use self::params::{Answer, Negotiator, SessionParams, TargetLimits};
 use crate::pdu::LoginRequest;
-use crate::target::{Target, TargetCatalog};
+use crate::target::{AccessPolicy, Target, TargetCatalog};
 
 /// Login stages (CSG/NSG values).
 pub const STAGE_SECURITY: u8 = 0;
@@ -37,6 +37,19 @@ impl LoginStatus {
     pub const SESSION_DOES_NOT_EXIST: LoginStatus = LoginStatus(2, 10);
     pub const INVALID_DURING_LOGIN: LoginStatus = LoginStatus(2, 11);
     pub const TARGET_ERROR: LoginStatus = LoginStatus(3, 0);
+    /// "The target has insufficient session, connection, or other
+    /// resources": the answer when the server's session limit is reached
+    /// (0206, too many connections, is about one session's connections).
+    pub const OUT_OF_RESOURCES: LoginStatus = LoginStatus(3, 2);
+}
+
+/// What the server asks of every login besides each target's own CHAP.
+#[derive(Debug, Clone, Default)]
+pub struct LoginPolicy {
+    /// Who may log in to a target without an initiator list.
+    pub access: AccessPolicy,
+    /// CHAP a discovery session must pass; none: discovery is anonymous.
+    pub discovery_chap: Option<ChapConfig>,
 }
 
 /// What a finished login established.
@@ -46,6 +59,9 @@ pub struct LoginResult {
     pub initiator_alias: Option<String>,
     /// `None` for a discovery session.
     pub target: Option<Arc<Target>>,
+    /// The initiator proved a CHAP secret (SendTargets shows a discovery
+    /// session CHAP-protected targets only then).
+    pub chap_authenticated: bool,
     pub params: SessionParams,
 }
 
@@ -97,6 +113,7 @@ impl ChallengeSource for OsChallenges {
 pub struct LoginMachine {
     catalog: Arc<dyn TargetCatalog>,
     limits: TargetLimits,
+    policy: LoginPolicy,
     challenges: Box<dyn ChallengeSource>,
     stage: u8,
     first: bool,
@@ -105,6 +122,7 @@ pub struct LoginMachine {
     target: Option<Arc<Target>>,
     discovery: bool,
     auth: Auth,
+    chap_authenticated: bool,
     negotiator: Negotiator,
     declared: bool,
     /// Text of a request split across PDUs with the C bit.
@@ -116,11 +134,17 @@ fn fail(status: LoginStatus, req: &LoginRequest) -> LoginStep {
 }
 
 impl LoginMachine {
-    pub fn new(catalog: Arc<dyn TargetCatalog>, limits: TargetLimits, challenges: Box<dyn ChallengeSource>) -> Self {
+    pub fn new(
+        catalog: Arc<dyn TargetCatalog>,
+        limits: TargetLimits,
+        policy: LoginPolicy,
+        challenges: Box<dyn ChallengeSource>,
+    ) -> Self {
         let negotiator = Negotiator::new(limits.clone(), false);
         LoginMachine {
             catalog,
             limits,
+            policy,
             challenges,
             stage: STAGE_SECURITY,
             first: true,
@@ -129,6 +153,7 @@ impl LoginMachine {
             target: None,
             discovery: false,
             auth: Auth::Start,
+            chap_authenticated: false,
             negotiator,
             declared: false,
             partial: Vec::new(),
@@ -221,6 +246,7 @@ impl LoginMachine {
                 initiator_name: self.initiator_name.clone().unwrap_or_default(),
                 initiator_alias: self.initiator_alias.clone(),
                 target: self.target.clone(),
+                chap_authenticated: self.chap_authenticated,
                 params,
             };
             return LoginStep::Complete(reply, Box::new(result));
@@ -228,8 +254,32 @@ impl LoginMachine {
         LoginStep::Continue(reply)
     }
 
+    /// The initiator's name, once the first request gave it.
+    pub fn initiator_name(&self) -> Option<&str> {
+        self.initiator_name.as_deref()
+    }
+
+    /// The target asked for, once found (`None` for discovery).
+    pub fn target_name(&self) -> Option<&str> {
+        self.target.as_deref().map(|t| t.name.as_str())
+    }
+
+    /// The CHAP this login must pass: the target's, or for a discovery
+    /// session the server's discovery CHAP.
+    fn required_chap(&self) -> Option<ChapConfig> {
+        if self.discovery {
+            self.policy.discovery_chap.clone()
+        } else {
+            self.target.as_ref().and_then(|t| t.chap.clone())
+        }
+    }
+
     fn chap_required(&self) -> bool {
-        self.target.as_ref().is_some_and(|t| t.chap.is_some())
+        if self.discovery {
+            self.policy.discovery_chap.is_some()
+        } else {
+            self.target.as_ref().is_some_and(|t| t.chap.is_some())
+        }
     }
 
     /// Keys the first Login Request must carry.
@@ -242,7 +292,13 @@ impl LoginMachine {
             None | Some("Normal") => {
                 let tn = get("TargetName").ok_or(LoginStatus::MISSING_PARAMETER)?;
                 let t = self.catalog.lookup(&tn).ok_or(LoginStatus::NOT_FOUND)?;
+                // Refused before any authentication: an initiator the
+                // target does not list has nothing to prove.
+                let admitted = t.admits(self.initiator_name.as_deref().unwrap_or_default(), self.policy.access);
                 self.target = Some(t);
+                if !admitted {
+                    return Err(LoginStatus::AUTHORIZATION_FAILED);
+                }
             }
             Some("Discovery") => {
                 self.discovery = true;
@@ -254,7 +310,7 @@ impl LoginMachine {
     }
 
     fn security(&mut self, keys: &[(String, String)], out: &mut Vec<(String, String)>) -> Result<(), LoginStatus> {
-        let chap_cfg = self.target.as_ref().and_then(|t| t.chap.clone());
+        let chap_cfg = self.required_chap();
         for (k, v) in keys {
             match k.as_str() {
                 "AuthMethod" => {
@@ -298,6 +354,7 @@ impl LoginMachine {
                 Ok(mutual) => {
                     out.extend(mutual);
                     self.auth = Auth::Done;
+                    self.chap_authenticated = true;
                 }
                 Err(ChapError::Missing(_)) | Err(ChapError::Malformed(_)) => {
                     return Err(LoginStatus::AUTHENTICATION_FAILED)

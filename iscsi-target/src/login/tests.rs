@@ -6,7 +6,7 @@ use md5::{Digest, Md5};
 
 use super::chap::{ChapConfig, ChapCredentials};
 use super::*;
-use crate::target::{StaticCatalog, Target};
+use crate::target::{AccessPolicy, StaticCatalog, Target};
 
 struct FixedChallenge;
 
@@ -17,7 +17,20 @@ impl ChallengeSource for FixedChallenge {
 }
 
 fn catalog() -> Arc<dyn TargetCatalog> {
-    let open = Target { name: "iqn.t:open".into(), alias: Some("open".into()), chap: None, luns: BTreeMap::new() };
+    let open = Target {
+        name: "iqn.t:open".into(),
+        alias: Some("open".into()),
+        chap: None,
+        initiators: Vec::new(),
+        luns: BTreeMap::new(),
+    };
+    let listed = Target {
+        name: "iqn.t:listed".into(),
+        alias: None,
+        chap: None,
+        initiators: vec!["iqn.allowed".into()],
+        luns: BTreeMap::new(),
+    };
     let chap = Target {
         name: "iqn.t:chap".into(),
         alias: None,
@@ -25,13 +38,22 @@ fn catalog() -> Arc<dyn TargetCatalog> {
             initiator: ChapCredentials { user: "u".into(), secret: "s3cr3t-s3cr3t".into() },
             mutual: Some(ChapCredentials { user: "tu".into(), secret: "t-s3cr3t-s3cr3t".into() }),
         }),
+        initiators: Vec::new(),
         luns: BTreeMap::new(),
     };
-    Arc::new(StaticCatalog { targets: vec![Arc::new(open), Arc::new(chap)] })
+    Arc::new(StaticCatalog { targets: vec![Arc::new(open), Arc::new(listed), Arc::new(chap)] })
+}
+
+fn open_policy() -> LoginPolicy {
+    LoginPolicy { access: AccessPolicy::Open, discovery_chap: None }
 }
 
 fn machine() -> LoginMachine {
-    LoginMachine::new(catalog(), TargetLimits::default(), Box::new(FixedChallenge))
+    machine_with(open_policy())
+}
+
+fn machine_with(policy: LoginPolicy) -> LoginMachine {
+    LoginMachine::new(catalog(), TargetLimits::default(), policy, Box::new(FixedChallenge))
 }
 
 fn req(csg: u8, nsg: u8, transit: bool, keys: &[(&str, &str)]) -> LoginRequest {
@@ -164,4 +186,55 @@ fn unknown_keys_are_not_understood() {
     let r = req(1, 3, true, &[("InitiatorName", "iqn.i"), ("TargetName", "iqn.t:open"), ("X-foo", "1")]);
     let LoginStep::Complete(reply, _) = m.step(&r) else { panic!() };
     assert_eq!(key(&reply, "X-foo"), Some("NotUnderstood"));
+}
+
+#[test]
+fn initiator_not_in_the_list_gets_authorization_failure() {
+    let mut m = machine();
+    let r = req(0, 1, true, &[("InitiatorName", "iqn.other"), ("TargetName", "iqn.t:listed"), ("AuthMethod", "None")]);
+    let LoginStep::Failed(reply) = m.step(&r) else { panic!("an unlisted initiator logged in") };
+    assert_eq!(reply.status, LoginStatus::AUTHORIZATION_FAILED);
+    assert_eq!((m.initiator_name(), m.target_name()), (Some("iqn.other"), Some("iqn.t:listed")));
+    let mut m = machine();
+    let r = req(1, 3, true, &[("InitiatorName", "iqn.allowed"), ("TargetName", "iqn.t:listed")]);
+    assert!(matches!(m.step(&r), LoginStep::Complete(..)), "a listed initiator was refused");
+}
+
+#[test]
+fn acl_required_refuses_targets_without_a_list() {
+    let mut m = machine_with(LoginPolicy { access: AccessPolicy::AclRequired, discovery_chap: None });
+    let r = req(1, 3, true, &[("InitiatorName", "iqn.i"), ("TargetName", "iqn.t:open")]);
+    let LoginStep::Failed(reply) = m.step(&r) else { panic!("a target without a list admitted an initiator") };
+    assert_eq!(reply.status, LoginStatus::AUTHORIZATION_FAILED);
+}
+
+#[test]
+fn discovery_chap_when_set() {
+    let policy = LoginPolicy {
+        access: AccessPolicy::Open,
+        discovery_chap: Some(ChapConfig {
+            initiator: ChapCredentials { user: "d".into(), secret: "discovery-secret".into() },
+            mutual: None,
+        }),
+    };
+    // Anonymous discovery is refused, in either stage.
+    let mut m = machine_with(policy.clone());
+    let r = req(0, 1, true, &[("InitiatorName", "iqn.i"), ("SessionType", "Discovery"), ("AuthMethod", "None")]);
+    let LoginStep::Failed(reply) = m.step(&r) else { panic!("anonymous discovery accepted") };
+    assert_eq!(reply.status, LoginStatus::AUTHENTICATION_FAILED);
+    let mut m = machine_with(policy.clone());
+    let r = req(1, 3, true, &[("InitiatorName", "iqn.i"), ("SessionType", "Discovery")]);
+    assert!(matches!(m.step(&r), LoginStep::Failed(_)), "discovery skipped security");
+    // The right secret logs in, and the result says it authenticated.
+    let mut m = machine_with(policy);
+    let r = req(0, 1, false, &[("InitiatorName", "iqn.i"), ("SessionType", "Discovery"), ("AuthMethod", "CHAP")]);
+    let LoginStep::Continue(reply) = m.step(&r) else { panic!() };
+    assert_eq!(key(&reply, "AuthMethod"), Some("CHAP"));
+    let LoginStep::Continue(_) = m.step(&req(0, 1, false, &[("CHAP_A", "5")])) else { panic!() };
+    let resp = md5_response(7, "discovery-secret", &[0x11; 16]);
+    let LoginStep::Continue(_) = m.step(&req(0, 1, true, &[("CHAP_N", "d"), ("CHAP_R", &resp)])) else {
+        panic!("discovery CHAP refused")
+    };
+    let LoginStep::Complete(_, result) = m.step(&req(1, 3, true, &[])) else { panic!() };
+    assert!(result.chap_authenticated && result.target.is_none());
 }

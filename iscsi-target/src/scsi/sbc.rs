@@ -214,7 +214,7 @@ impl DiskUnit {
         };
         written.map_err(|e| {
             tracing::warn!(lba = lba.0, error = %e, "write failed");
-            Sense::WRITE_ERROR.with_info(lba.0)
+            write_failure(&e).with_info(lba.0)
         })
     }
 
@@ -253,7 +253,7 @@ impl DiskUnit {
                 let _guard = self.writes.lock(lba, count).await;
                 self.dev.write_atomic(lba, data).await.map_err(|e| {
                     tracing::warn!(lba = lba.0, error = %e, "atomic write failed");
-                    Sense::WRITE_ERROR.with_info(lba.0)
+                    write_failure(&e).with_info(lba.0)
                 })?;
                 Ok(ScsiResponse::good())
             }
@@ -274,7 +274,7 @@ impl DiskUnit {
                 self.check_range(lba, count)?;
                 self.dev.flush().await.map_err(|e| {
                     tracing::warn!(error = %e, "flush failed");
-                    Sense::WRITE_ERROR
+                    write_failure(&e)
                 })?;
                 Ok(ScsiResponse::good())
             }
@@ -443,7 +443,7 @@ impl DiskUnit {
     async fn unmap_range(&self, lba: Lba, count: BlockCount) -> Result<(), Sense> {
         self.dev.unmap(lba, count).await.map_err(|e| {
             tracing::warn!(lba = lba.0, count = count.0, error = %e, "unmap failed");
-            Sense::WRITE_ERROR.with_info(lba.0)
+            write_failure(&e).with_info(lba.0)
         })
     }
 
@@ -566,6 +566,18 @@ fn transfer_length_byte(cdb: &[u8]) -> u16 {
         Some(4) => 10,
         Some(5) => 6,
         _ => 7,
+    }
+}
+
+/// The sense for a device's failed write, flush or unmap. Out of space
+/// (ENOSPC, EDQUOT) on this thin-provisioned unit is SPACE ALLOCATION FAILED
+/// WRITE PROTECT (SBC-3 4.7.3.6), which initiators act on: Linux fails the
+/// I/O with ENOSPC rather than EIO, ESXi pauses the VM until space returns.
+/// Anything else is MEDIUM ERROR, WRITE ERROR.
+fn write_failure(e: &std::io::Error) -> Sense {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Sense::SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
+        _ => Sense::WRITE_ERROR,
     }
 }
 

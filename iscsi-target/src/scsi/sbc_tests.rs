@@ -18,7 +18,8 @@ struct MemDisk {
     blocks: u64,
     data: Mutex<Vec<u8>>,
     mapped: Mutex<Vec<bool>>,
-    fail: bool,
+    /// Reads and writes fail with this.
+    fail: Option<io::ErrorKind>,
 }
 
 impl MemDisk {
@@ -28,7 +29,7 @@ impl MemDisk {
             blocks,
             data: Mutex::new(vec![0; blocks as usize * 512]),
             mapped: Mutex::new(vec![false; blocks as usize]),
-            fail: false,
+            fail: None,
         })
     }
 }
@@ -42,15 +43,15 @@ impl BlockDevice for MemDisk {
         self.blocks
     }
     async fn read(&self, lba: Lba, count: BlockCount) -> io::Result<Bytes> {
-        if self.fail {
-            return Err(io::Error::other("broken"));
+        if let Some(kind) = self.fail {
+            return Err(io::Error::new(kind, "broken"));
         }
         let d = self.data.lock().unwrap();
         Ok(Bytes::copy_from_slice(&d[lba.0 as usize * 512..(lba.0 + count.0) as usize * 512]))
     }
     async fn write(&self, lba: Lba, data: Bytes, _fua: bool) -> io::Result<()> {
-        if self.fail {
-            return Err(io::Error::other("broken"));
+        if let Some(kind) = self.fail {
+            return Err(io::Error::new(kind, "broken"));
         }
         let start = lba.0 as usize * 512;
         self.data.lock().unwrap()[start..start + data.len()].copy_from_slice(&data);
@@ -555,13 +556,24 @@ async fn extended_copy_within_the_unit_and_copy_status() {
 
 #[tokio::test]
 async fn storage_errors_become_medium_errors() {
-    let mem = Arc::new(MemDisk { fail: true, ..Arc::try_unwrap(MemDisk::new(8)).ok().unwrap() });
+    let mem = Arc::new(MemDisk { fail: Some(io::ErrorKind::Other), ..Arc::try_unwrap(MemDisk::new(8)).ok().unwrap() });
     let u = DiskUnit::new(mem, identity());
     let n = nexus(1);
     ready(&u, &n).await;
     assert_eq!(check(&run(&u, &n, &cdb10(0x28, 2, 1), &[]).await).key, SenseKey::MediumError);
     let w = run(&u, &n, &cdb10(0x2A, 2, 1), &[0; 512]).await;
     assert_eq!((check(&w).asc, check(&w).info), (0x0C, Some(2)));
+}
+
+#[tokio::test]
+async fn a_full_device_fails_writes_with_space_allocation_failed() {
+    let mem = Arc::new(MemDisk { fail: Some(io::ErrorKind::StorageFull), ..Arc::try_unwrap(MemDisk::new(8)).ok().unwrap() });
+    let u = DiskUnit::new(mem, identity());
+    let n = nexus(1);
+    ready(&u, &n).await;
+    let w = run(&u, &n, &cdb10(0x2A, 3, 1), &[0; 512]).await;
+    let sense = check(&w);
+    assert_eq!((sense.key, sense.asc, sense.ascq, sense.info), (SenseKey::DataProtect, 0x27, 0x07, Some(3)));
 }
 
 proptest::proptest! {

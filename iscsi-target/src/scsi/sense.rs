@@ -79,6 +79,7 @@ sense_consts! {
     SAVING_PARAMETERS_NOT_SUPPORTED = IllegalRequest, 0x39, 0x00;
     INSUFFICIENT_REGISTRATION_RESOURCES = IllegalRequest, 0x55, 0x04;
     WRITE_PROTECTED = DataProtect, 0x27, 0x00;
+    SPACE_ALLOCATION_FAILED_WRITE_PROTECT = DataProtect, 0x27, 0x07;
     MISCOMPARE_DURING_VERIFY = Miscompare, 0x1D, 0x00;
     POWER_ON_RESET = UnitAttention, 0x29, 0x00;
     BUS_DEVICE_RESET = UnitAttention, 0x29, 0x03;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -22,12 +22,12 @@ use super::response::{self, CommandShape, DataInLimits};
 use super::seq::{stamp, CmdSnCheck, CmdWindow};
 use super::target_scsi;
 use super::wire::{read_pdu, read_pdu_buffered, write_pdus, ReadError};
-use super::Server;
+use super::{LoginFailure, Server};
 use crate::login::params::SessionParams;
 use crate::login::{text, LoginMachine, LoginResult, LoginStatus, LoginStep, OsChallenges};
 use crate::pdu::*;
 use crate::scsi::{ItNexus, LogicalUnit, ResetKind, ScsiRequest, Sense};
-use crate::target::Target;
+use crate::target::{AccessPolicy, Target};
 
 /// The largest login PDU data segment we take (RFC 7143 §6.1: 8192 bytes
 /// per PDU during login; we allow slack for initiators that send more).
@@ -63,6 +63,8 @@ struct Established {
     cid: u16,
     cmd_sn: u32,
     stat_sn: u32,
+    /// Held for as long as the session lives (the server's session limit).
+    _session_slot: OwnedSemaphorePermit,
 }
 
 pub(super) async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr, stop: CancellationToken) {
@@ -71,7 +73,7 @@ pub(super) async fn serve(server: Arc<Server>, sock: TcpStream, peer: SocketAddr
         Err(_) => return,
     };
     let (mut rd, mut wr) = sock.into_split();
-    let login = tokio::time::timeout(server.config.login_timeout, login_phase(&server, &mut rd, &mut wr)).await;
+    let login = tokio::time::timeout(server.config.login_timeout, login_phase(&server, &mut rd, &mut wr, peer)).await;
     let est = match login {
         Ok(Some(est)) => est,
         Ok(None) => {
@@ -113,12 +115,53 @@ async fn send_login(wr: &mut OwnedWriteHalf, resp: LoginResponse) -> std::io::Re
     write_pdus(wr, &[Pdu::LoginResponse(resp).encode(Digests::default())]).await
 }
 
-async fn login_phase(server: &Server, rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) -> Option<Established> {
-    let mut machine =
-        LoginMachine::new(server.catalog.clone(), server.config.limits.clone(), Box::new(OsChallenges));
+/// Logs and counts a login refused for authentication or authorization,
+/// and holds its answer back as the address's failures in a row say.
+async fn refused(server: &Server, initiator: &str, target: &str, peer: SocketAddr, status: LoginStatus) {
+    let failure = match status {
+        LoginStatus::AUTHENTICATION_FAILED => LoginFailure::Authentication,
+        LoginStatus::AUTHORIZATION_FAILED => LoginFailure::Authorization,
+        _ => {
+            debug!(%peer, ?status, "login refused");
+            return;
+        }
+    };
+    let delay = server.failures.failed(peer.ip(), Instant::now());
+    match failure {
+        LoginFailure::Authorization if server.config.login.access == AccessPolicy::AclRequired => warn!(
+            initiator, %peer, target, delay_ms = delay.as_millis() as u64,
+            "iSCSI login refused: the initiator is not on the target's initiator list \
+             (iscsi_access = acl-required: a target without a list admits nobody)"
+        ),
+        LoginFailure::Authorization => warn!(
+            initiator, %peer, target, delay_ms = delay.as_millis() as u64,
+            "iSCSI login refused: the initiator is not on the target's initiator list"
+        ),
+        _ => warn!(
+            initiator, %peer, target, delay_ms = delay.as_millis() as u64,
+            "iSCSI login refused: CHAP authentication failed"
+        ),
+    }
+    server.observe(failure);
+    tokio::time::sleep(delay).await;
+}
+
+async fn login_phase(
+    server: &Server,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    peer: SocketAddr,
+) -> Option<Established> {
+    let mut machine = LoginMachine::new(
+        server.catalog.clone(),
+        server.config.limits.clone(),
+        server.config.login.clone(),
+        Box::new(OsChallenges),
+    );
     let none = Digests::default();
     let mut stat_sn: Option<u32> = None;
     let mut first: Option<LoginRequest> = None;
+    let mut session_slot: Option<OwnedSemaphorePermit> = None;
     loop {
         let req = match read_pdu(rd, none, MAX_LOGIN_DATA).await {
             Ok(Pdu::LoginRequest(r)) => r,
@@ -145,13 +188,21 @@ async fn login_phase(server: &Server, rd: &mut OwnedReadHalf, wr: &mut OwnedWrit
                 let _ = send_login(wr, login_response(&req, req.tsih, sn, max_cmd_sn, status)).await;
                 return None;
             }
+            session_slot = server.take_session_slot(peer);
+            if session_slot.is_none() {
+                let status = LoginStatus::OUT_OF_RESOURCES;
+                let _ = send_login(wr, login_response(&req, 0, sn, max_cmd_sn, status)).await;
+                return None;
+            }
         }
         let step = machine.step(&req);
         let (reply, done) = match step {
             LoginStep::Continue(r) => (r, None),
             LoginStep::Complete(r, result) => (r, Some(result)),
             LoginStep::Failed(r) => {
-                debug!(status = ?r.status, "login refused");
+                let initiator = machine.initiator_name().unwrap_or("-").to_owned();
+                let target = machine.target_name().unwrap_or("(discovery)").to_owned();
+                refused(server, &initiator, &target, peer, r.status).await;
                 let _ = send_login(wr, login_response(&req, 0, sn, max_cmd_sn, r.status)).await;
                 return None;
             }
@@ -167,6 +218,7 @@ async fn login_phase(server: &Server, rd: &mut OwnedReadHalf, wr: &mut OwnedWrit
             return None;
         }
         if let Some(result) = done {
+            server.failures.succeeded(peer.ip());
             return Some(Established {
                 result: *result,
                 isid: req.isid,
@@ -174,6 +226,7 @@ async fn login_phase(server: &Server, rd: &mut OwnedReadHalf, wr: &mut OwnedWrit
                 cid: req.cid,
                 cmd_sn: req.cmd_sn,
                 stat_sn: sn.wrapping_add(1),
+                _session_slot: session_slot?,
             });
         }
     }
@@ -381,7 +434,17 @@ async fn discovery_session(
                 if window.window().check(req.cmd_sn, req.immediate) == CmdSnCheck::Ignore {
                     continue;
                 }
-                let targets = server.catalog.list();
+                // Only what this initiator may log in to (see
+                // `Target::listed_in_discovery`).
+                let initiator = &est.result.initiator_name;
+                let targets: Vec<Arc<Target>> = server
+                    .catalog
+                    .list()
+                    .into_iter()
+                    .filter(|t| {
+                        t.listed_in_discovery(initiator, server.config.login.access, est.result.chap_authenticated)
+                    })
+                    .collect();
                 let r = text_reply(&req, &mut pending, &mut next_ttt, &targets, local, max_pdu);
                 if !req.immediate {
                     window.window().complete();

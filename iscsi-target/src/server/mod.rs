@@ -13,21 +13,54 @@ mod registry;
 mod response;
 mod seq;
 mod target_scsi;
+mod throttle;
 mod wire;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
 
 pub use self::registry::SessionInfo;
 use self::registry::Registry;
+use self::throttle::FailureThrottle;
 use crate::login::params::TargetLimits;
+use crate::login::LoginPolicy;
 use crate::target::TargetCatalog;
+
+/// Why a login was refused, as the server reports it to a
+/// [`LoginObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// CHAP was missing or wrong (status 0201).
+    Authentication,
+    /// The initiator is not on the target's list (status 0202).
+    Authorization,
+    /// The server had its maximum of sessions (status 0302).
+    SessionLimit,
+}
+
+impl LoginFailure {
+    /// A short name, e.g. for a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            LoginFailure::Authentication => "chap",
+            LoginFailure::Authorization => "acl",
+            LoginFailure::SessionLimit => "max_sessions",
+        }
+    }
+}
+
+/// Told of every refused login, so that the embedding application can
+/// count them without this crate knowing its metrics.
+pub trait LoginObserver: Send + Sync + std::fmt::Debug {
+    fn login_failed(&self, failure: LoginFailure);
+}
 
 /// Tunables of the transport.
 #[derive(Debug, Clone)]
@@ -43,6 +76,12 @@ pub struct ServerConfig {
     pub login_timeout: Duration,
     /// The largest expected data transfer length a command may declare.
     pub max_transfer: u32,
+    /// Access policy and discovery CHAP.
+    pub login: LoginPolicy,
+    /// Sessions (normal and discovery, with logins under way) the server
+    /// serves at once; further logins get 0302, out of resources.
+    pub max_sessions: usize,
+    pub login_observer: Option<Arc<dyn LoginObserver>>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +93,42 @@ impl Default for ServerConfig {
             nop_timeout: Duration::from_secs(30),
             login_timeout: Duration::from_secs(20),
             max_transfer: 64 * 1024 * 1024,
+            login: LoginPolicy::default(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            login_observer: None,
+        }
+    }
+}
+
+/// Enough for a gateway's hosts and tape drives; each session costs a few
+/// tasks and buffers, so the bound keeps a flood of logins from exhausting
+/// memory and descriptors.
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+
+/// The session limit's log line: written when the limit is hit, then at
+/// most once per `SESSION_LIMIT_LOG_EVERY` with the number refused since,
+/// so an initiator retrying in a loop cannot flood the log.
+const SESSION_LIMIT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct SessionLimitLog {
+    /// When the line was last written, and the refusals not yet reported.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl SessionLimitLog {
+    fn refused(&self, limit: usize, peer: std::net::SocketAddr) {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        if state.0.is_none_or(|at| now.duration_since(at) >= SESSION_LIMIT_LOG_EVERY) {
+            warn!(
+                limit,
+                %peer,
+                refused = state.1,
+                "iSCSI session limit reached (iscsi_max_sessions): refusing new logins with 0302 (out of resources)"
+            );
+            *state = (Some(now), 0);
         }
     }
 }
@@ -64,11 +139,40 @@ pub struct Server {
     config: ServerConfig,
     registry: Registry,
     next_nexus: AtomicU64,
+    /// One permit per session, taken at its first Login Request.
+    session_slots: Arc<Semaphore>,
+    session_limit_log: SessionLimitLog,
+    failures: FailureThrottle,
 }
 
 impl Server {
     pub fn new(catalog: Arc<dyn TargetCatalog>, config: ServerConfig) -> Arc<Server> {
-        Arc::new(Server { catalog, config, registry: Registry::default(), next_nexus: AtomicU64::new(1) })
+        let slots = config.max_sessions.clamp(1, Semaphore::MAX_PERMITS);
+        Arc::new(Server {
+            catalog,
+            config,
+            registry: Registry::default(),
+            next_nexus: AtomicU64::new(1),
+            session_slots: Arc::new(Semaphore::new(slots)),
+            session_limit_log: SessionLimitLog::default(),
+            failures: FailureThrottle::default(),
+        })
+    }
+
+    /// A session slot, or `None` (logged) when all are taken.
+    fn take_session_slot(&self, peer: std::net::SocketAddr) -> Option<OwnedSemaphorePermit> {
+        let slot = self.session_slots.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            self.session_limit_log.refused(self.config.max_sessions, peer);
+            self.observe(LoginFailure::SessionLimit);
+        }
+        slot
+    }
+
+    fn observe(&self, failure: LoginFailure) {
+        if let Some(o) = &self.config.login_observer {
+            o.login_failed(failure);
+        }
     }
 
     /// Accepts connections until `shutdown` is cancelled, then ends every
