@@ -309,6 +309,12 @@ impl Cache {
         self.inner.config.sector_size
     }
 
+    /// The share of the cache that may hold data not yet uploaded: the
+    /// upload buffer, in AWS's terms (writers wait above it).
+    pub fn upload_buffer_bytes(&self) -> u64 {
+        self.inner.config.dirty_high_watermark
+    }
+
     /// Writes `data` at `offset` in the chunk and returns once it is in the
     /// cache (not yet durable, not even across a process crash: see
     /// [`Cache::flush`]). Sectors the write

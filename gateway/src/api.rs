@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/volumes", get(list_volumes).post(create_volume))
         .route("/api/v1/volumes/{name}", get(get_volume).patch(update_volume).delete(delete_volume))
         .route("/api/v1/volumes/{name}/recovery-points", post(create_recovery_point))
+        .route("/api/v1/volumes/{name}/scrub", post(scrub_volume))
         .route("/api/v1/snapshots", get(list_snapshots).post(create_snapshot))
         .route("/api/v1/snapshots/{id}", get(get_snapshot).delete(delete_snapshot))
         .route("/api/v1/recover", get(recover_status).post(recover))
@@ -362,6 +363,29 @@ async fn create_recovery_point(
 ) -> Result<(StatusCode, Json<RecoveryPointCreated>), ApiError> {
     let seq = s.volumes.recovery_point(&name).await?;
     Ok((StatusCode::CREATED, Json(RecoveryPointCreated { volume: name, seq })))
+}
+
+/// Reads and verifies every cloud object a cached volume's chunk map
+/// names, without filling the cache; damaged chunks are recorded on the
+/// volume (state `DAMAGED`, `damaged`) and listed with their LBA ranges.
+#[utoipa::path(
+    post,
+    path = "/api/v1/volumes/{name}/scrub",
+    tag = "volumes",
+    params(("name" = String, Path, description = "The volume's name.")),
+    responses(
+        (status = 200, description = "Every object was read; `damaged` lists what cannot be read back.", body = crate::cached::scrub::ScrubReport),
+        (status = 400, description = "The volume is not a cached volume, or the gateway has no cloud store.", body = ErrorBody),
+        (status = 404, description = "No such volume.", body = ErrorBody),
+        (status = 502, description = "The cloud store failed (not damage: the scrub did not finish).", body = ErrorBody),
+    ),
+    security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
+)]
+async fn scrub_volume(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::cached::scrub::ScrubReport>, ApiError> {
+    Ok(Json(s.volumes.scrub(&name).await?))
 }
 
 /// Lists the snapshots.

@@ -198,6 +198,14 @@ impl Client {
         Self::decode(&self.post_empty(&format!("/api/v1/volumes/{volume}/recovery-points"))?)
     }
 
+    pub fn scrub_volume(&self, volume: &str) -> Result<crate::cached::scrub::ScrubReport, ClientError> {
+        Self::decode(&self.post_empty(&format!("/api/v1/volumes/{volume}/scrub"))?)
+    }
+
+    pub fn get_volume(&self, volume: &str) -> Result<VolumeInfo, ClientError> {
+        self.get(&format!("/api/v1/volumes/{volume}"))
+    }
+
     pub fn create_snapshot(&self, volume: &str) -> Result<SnapshotRecord, ClientError> {
         self.post("/api/v1/snapshots", &CreateSnapshot { volume: volume.to_owned() })
     }

@@ -40,6 +40,9 @@ pub struct Config {
     pub cache_disk: Option<PathBuf>,
     /// Seconds between recovery points of each changed cached volume.
     pub recovery_point_interval_secs: u64,
+    /// On SIGTERM, how long uploads may run to commit a final recovery
+    /// point of every changed volume before the daemon exits anyway.
+    pub shutdown_timeout_secs: u64,
     /// The master key file; generated on first start when absent.
     pub key_file: Option<PathBuf>,
     /// The object store; the embedded local store under the data
@@ -76,6 +79,7 @@ impl Default for Config {
             cache_size: 16 << 30,
             cache_disk: None,
             recovery_point_interval_secs: 300,
+            shutdown_timeout_secs: 60,
             key_file: None,
             cloud: None,
             library_personality: LibraryPersonality::default(),
@@ -135,6 +139,7 @@ pub struct ConfigFile {
     pub cache_size: Option<u64>,
     pub cache_disk: Option<PathBuf>,
     pub recovery_point_interval_secs: Option<u64>,
+    pub shutdown_timeout_secs: Option<u64>,
     pub key_file: Option<PathBuf>,
     pub cloud: Option<CloudConfig>,
     pub library_personality: Option<LibraryPersonality>,
@@ -225,6 +230,9 @@ impl Config {
         }
         if let Some(v) = f.cache_disk {
             self.cache_disk = Some(v);
+        }
+        if let Some(v) = f.shutdown_timeout_secs {
+            self.shutdown_timeout_secs = v;
         }
         if let Some(v) = f.recovery_point_interval_secs {
             self.recovery_point_interval_secs = v.max(1);

@@ -331,7 +331,10 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
     cache.offload_large_writes(Arc::new(IoThreads));
     let maps = Arc::new(MapStore::open(&cache_dir.join("maps")).map_err(|e| DaemonError::Io(std::io::Error::other(e)))?);
     let engine = Engine::new(cache.clone(), cloud.clone(), maps, VolumeMetrics::register(&metrics.registry)?);
-    engine.start(completions, shutdown.clone());
+    // The uploads outlive the portal: a stop commits final recovery points
+    // after the initiators are gone, then ends them.
+    let uploads_stop = CancellationToken::new();
+    engine.start(completions, uploads_stop.clone());
     engine.watch_health(plane.health.clone(), metrics.health.clone(), shutdown.clone());
     let service = CachedVolumes::new(engine.clone(), &config.data_dir).map_err(|e| DaemonError::Cloud(e.to_string()))?;
 
@@ -367,6 +370,8 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
         api = %config.api_listen,
         https = %config.https_listen,
         data_dir = %config.data_dir.display(),
+        cloud = %cloud_text(&cloud_config),
+        cache = %config.cache_disk().display(),
         volumes = volumes.list().len(),
         cache_bytes = config.cache_size,
         "sgw ready"
@@ -387,9 +392,30 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
     volumes.flush_all().await?;
     // What the drives hold reaches the cache before the cache flush.
     tapes.flush().await;
+    let limit = Duration::from_secs(config.shutdown_timeout_secs);
+    let missed = service.final_recovery_points(limit).await;
+    if !missed.is_empty() {
+        warn!(volumes = %missed.join(", "), "stopping without a final recovery point of these volumes");
+    }
+    uploads_stop.cancel();
     cache.flush().await?;
     info!("sgw stopped");
     Ok(())
+}
+
+/// Where the data goes, for the log line an admin reads first.
+fn cloud_text(c: &crate::cloud::CloudConfig) -> String {
+    use crate::cloud::store::StoreConfig;
+    let prefix = if c.prefix.is_empty() { String::new() } else { format!(", prefix {}", c.prefix) };
+    match &c.store {
+        StoreConfig::Local(l) => format!("embedded store in {}{prefix}", l.root.display()),
+        StoreConfig::S3(s) => format!(
+            "S3 bucket {} at {} ({}){prefix}",
+            s.bucket,
+            s.endpoint.as_deref().unwrap_or("AWS"),
+            s.region
+        ),
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -118,7 +118,14 @@ enum AdminCommand {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// A TOML config file (keys: iscsi_listen, api_listen, data_dir).
+    /// A TOML config file. Keys: iscsi_listen, api_listen, https_listen,
+    /// data_dir, cache_size, cache_disk, key_file,
+    /// recovery_point_interval_secs, shutdown_timeout_secs, tls_cert,
+    /// tls_key, console_names, metrics_token, session_idle_timeout_secs,
+    /// console_sample_secs, library_personality, iscsi_access,
+    /// iscsi_max_sessions, [discovery_chap], [cloud] (prefix,
+    /// [cloud.store], [cloud.bandwidth], [cloud.uploader]); README.md,
+    /// "Using it", says what each means. Flags win over the file.
     #[arg(long)]
     config: Option<PathBuf>,
     /// iSCSI portal address [default: 0.0.0.0:3260].
@@ -150,7 +157,7 @@ struct ServeArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Local cache size, e.g. 64GiB [default: 16GiB].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
     cache_size: Option<u64>,
     /// The master key file; made on first start if absent
     /// [default: DATA_DIR/master.key]. Keep a copy apart from the gateway.
@@ -159,6 +166,10 @@ struct ServeArgs {
     /// Seconds between recovery points of each changed volume [default: 300].
     #[arg(long)]
     recovery_point_interval: Option<u64>,
+    /// Seconds a stop (SIGTERM) may spend uploading, to commit a final
+    /// recovery point of every changed volume [default: 60].
+    #[arg(long)]
+    shutdown_timeout: Option<u64>,
     /// Who may log in to an iSCSI target that has no initiator list:
     /// nobody (acl-required) or anyone (open) [default: acl-required].
     #[arg(long, value_enum)]
@@ -205,7 +216,7 @@ enum VolumeCommand {
         name: String,
         /// Size, e.g. 10GiB, 500G, 1T or a byte count; a clone defaults to
         /// its source's size.
-        #[arg(long, value_parser = parse_size, required_unless_present_any = ["from_snapshot", "from_volume"])]
+        #[arg(long, value_parser = parse_size, allow_hyphen_values = true, required_unless_present_any = ["from_snapshot", "from_volume"])]
         size: Option<u64>,
         /// cached (the primary copy in the cloud) or local (a file here).
         #[arg(long, value_enum, default_value = "cached")]
@@ -248,6 +259,23 @@ enum VolumeCommand {
     },
     /// Commit a recovery point of a cached volume now.
     RecoveryPoint { name: String },
+    /// Show one volume: state, recovery point, and the LBA ranges of chunks
+    /// whose cloud copy cannot be read back.
+    Show {
+        name: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read and verify every cloud object a cached volume's map names
+    /// (without filling the cache); damaged chunks are recorded on the
+    /// volume and listed with their LBA ranges.
+    Scrub {
+        name: String,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set or remove a volume's CHAP; it applies from the next login
     /// (sessions logged in go on until they log out).
     SetChap {
@@ -305,21 +333,52 @@ enum KindArg {
 }
 
 fn print_table(vols: &[VolumeInfo]) {
-    println!("{:<24} {:>12} {:<6} {:<18} {:<6} TARGET", "NAME", "SIZE", "KIND", "STATE", "CHAP");
-    for v in vols {
-        let chap = if v.mutual_chap_enabled {
-            "mutual"
-        } else if v.chap_enabled {
-            "yes"
-        } else {
-            "no"
-        };
-        let state = serde_json::to_value(v.state).ok().and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default();
-        let kind = match v.kind {
-            VolumeKind::Cached => "cached",
-            VolumeKind::Local => "local",
-        };
-        println!("{:<24} {:>12} {:<6} {:<18} {:<6} {}", v.name, size_text(v.size_bytes), kind, state, chap, v.target_iqn);
+    let rows: Vec<[String; 8]> = vols
+        .iter()
+        .map(|v| {
+            let chap = if v.mutual_chap_enabled {
+                "mutual"
+            } else if v.chap_enabled {
+                "yes"
+            } else {
+                "no"
+            };
+            let state = serde_json::to_value(v.state).ok().and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default();
+            let kind = match v.kind {
+                VolumeKind::Cached => "cached",
+                VolumeKind::Local => "local",
+            };
+            let rp = v.recovery_point_age_secs.map_or_else(|| "-".to_owned(), age_text);
+            [v.name.clone(), size_text(v.size_bytes), kind.into(), state, chap.into(), v.lun.to_string(), rp, v.target_iqn.clone()]
+        })
+        .collect();
+    let header = ["NAME", "SIZE", "KIND", "STATE", "CHAP", "LUN", "RP AGE", "TARGET"].map(String::from);
+    // Columns as wide as their widest cell, so long names never shift
+    // the others out of line.
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (cell, w))| if i == 1 { format!("{cell:>w$}") } else { format!("{cell:<w$}") })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+/// An age for people: `42 s`, `7 min`, `3 h 5 min`, `2 d 4 h`.
+fn age_text(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7199 => format!("{} min", secs / 60),
+        7200..=172_799 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+        _ => format!("{} d {} h", secs / 86_400, secs % 86_400 / 3600),
     }
 }
 
@@ -372,6 +431,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         cache_size: args.cache_size,
         cache_disk: None,
         recovery_point_interval_secs: args.recovery_point_interval,
+        shutdown_timeout_secs: args.shutdown_timeout,
         key_file: args.key_file,
         cloud,
         library_personality: None,
@@ -467,14 +527,57 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
             let rp = client.create_recovery_point(&name).map_err(|e| e.to_string())?;
             println!("recovery point {} of {} committed", rp.seq, rp.volume);
         }
+        VolumeCommand::Show { name, json } => {
+            let v = client.get_volume(&name).map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+            } else {
+                print_volume(&v);
+            }
+        }
+        VolumeCommand::Scrub { name, json } => {
+            let report = client.scrub_volume(&name).map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                println!("{}: {} objects read and verified", report.volume, report.objects_checked);
+                print_damaged(&report.damaged);
+            }
+        }
     }
     Ok(())
+}
+
+fn print_volume(v: &VolumeInfo) {
+    let state = serde_json::to_value(v.state).ok().and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default();
+    println!("name:      {}", v.name);
+    println!("kind:      {:?}", v.kind);
+    println!("size:      {}", size_text(v.size_bytes));
+    println!("state:     {state}");
+    println!("target:    {} LUN {}", v.target_iqn, v.lun);
+    if let Some(age) = v.recovery_point_age_secs {
+        println!("recovery point: {} ago", age_text(age));
+    }
+    print_damaged(&v.damaged);
+}
+
+/// The damaged chunks, one line each with its LBA range, or that there are none.
+fn print_damaged(damaged: &[gateway::cached::damage::DamagedChunk]) {
+    if damaged.is_empty() {
+        println!("damaged:   none");
+        return;
+    }
+    println!("damaged:   {} chunk(s) cannot be read back from the cloud", damaged.len());
+    for d in damaged {
+        let held = if d.writes_held { "; writes held in the cache until the range is rewritten or unmapped" } else { "" };
+        println!("  LBA {}-{} (chunk {}, object {}): {}{held}", d.first_lba, d.last_lba, d.chunk, d.object, d.error);
+    }
 }
 
 fn print_snapshots(snaps: &[SnapshotRecord]) {
     println!("{:<22} {:<24} {:>12} CREATED", "ID", "VOLUME", "SIZE");
     for s in snaps {
-        println!("{:<22} {:<24} {:>12} {}", s.id, s.volume_name, size_text(s.size_bytes), s.created_unix);
+        println!("{:<22} {:<24} {:>12} {}", s.id, s.volume_name, size_text(s.size_bytes), gateway::units::date_text(s.created_unix));
     }
 }
 

@@ -22,6 +22,9 @@ impl Metrics {
             &["component"],
         )?;
         registry.register(Box::new(health.clone()))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds and friends, read from /proc.
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Metrics { registry, volumes, iscsi_sessions, health })
     }
 

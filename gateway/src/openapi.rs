@@ -41,6 +41,7 @@ that changes state (anything but GET, HEAD and OPTIONS) must also send the sessi
         crate::api::update_volume,
         crate::api::delete_volume,
         crate::api::create_recovery_point,
+        crate::api::scrub_volume,
         crate::api::list_snapshots,
         crate::api::create_snapshot,
         crate::api::get_snapshot,

@@ -1,8 +1,45 @@
 //! Sizes as the CLI reads and prints them.
 
-/// `10GiB`, `500G`, `1T` or a byte count; units are binary.
+/// A byte count or a number with a unit, each with its true meaning:
+/// `10GB` is 10^10 bytes, `10GiB` is 10 * 2^30. A bare letter (`500G`,
+/// `1T`) is binary, as in qemu-img and dd, because that is what admins
+/// sizing disks mean by it.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    parse_size::Config::new().with_binary().parse_size(s).map_err(|e| format!("invalid size {s:?}: {e}"))
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("invalid size {s:?}: a size cannot be negative"));
+    }
+    let bare_letter = t.len() >= 2
+        && t.ends_with(|c: char| "kKmMgGtTpPeE".contains(c))
+        && t[..t.len() - 1].trim_end().ends_with(|c: char| c.is_ascii_digit());
+    let spelled = if bare_letter { format!("{t}iB") } else { t.to_owned() };
+    let bytes = parse_size::Config::new()
+        .parse_size(&spelled)
+        .map_err(|e| format!("invalid size {s:?}: {e} (use a byte count or units like 512MiB, 10GiB, 10GB)"))?;
+    if bytes == 0 {
+        return Err(format!("invalid size {s:?}: a size must be more than 0 bytes"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn decimal_and_binary_units_keep_their_meanings() {
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("1 TB"), Ok(1_000_000_000_000));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["10XB", "-1", "0", "", "GiB", "1.5.5G"] {
+            assert!(parse_size(bad).is_err(), "{bad} accepted");
+        }
+        assert!(parse_size("-1").unwrap_err().contains("negative"));
+    }
 }
 
 /// Bytes in the largest binary unit that keeps the number at least 1.

@@ -15,8 +15,11 @@ use iscsi_target::scsi::LogicalUnit;
 use iscsi_target::target::{Target, TargetCatalog};
 use serde::{Deserialize, Serialize};
 
+use crate::metered::MeteredDevice;
+use crate::volume_records::{saved_unit_state, ReservationsRecord, VolumeRecordsFile, VolumeUnitState};
 use crate::access::{validate_initiators, AccessChange};
 use crate::cached::map::ChunkMap;
+use crate::cached::service::CatalogPresentation;
 use crate::cached::{CachedVolume, CachedVolumes, ChunkOwner, SnapshotRecord, VolumeIdentity};
 
 /// The IQN prefix of every target this gateway serves.
@@ -74,13 +77,20 @@ pub struct VolumeRecord {
     pub source: Option<String>,
     /// The LU reports a removable medium: backup software that rotates
     /// removable cartridges (RDX) may lock it in and eject it. An ejected
-    /// medium is loaded again by START STOP UNIT or a gateway restart.
+    /// medium stays out, across restarts too, until START STOP UNIT loads it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removable: bool,
     /// Initiator names allowed to log in (lower case); empty: no list, the
     /// gateway's `iscsi_access` decides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub initiators: Vec<String>,
+    /// Persistent reservations the LU saved under APTPL (it writes them
+    /// here itself, see `volume_records`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservations: Option<ReservationsRecord>,
+    /// A removable volume's medium is out (saved by the LU).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub medium_ejected: bool,
 }
 
 /// Volume states, named as AWS Storage Gateway names them.
@@ -100,6 +110,10 @@ pub enum VolumeState {
     /// (SPACE ALLOCATION FAILED, or MEDIUM ERROR), reads go on. It comes
     /// back by itself once the disk has room or answers again.
     CacheFailed,
+    /// Chunks whose cloud object cannot be read back (`damaged` lists
+    /// their LBA ranges): reads of them fail with MEDIUM ERROR, the rest
+    /// of the volume works.
+    Damaged,
 }
 
 /// A volume as the API reports it.
@@ -124,6 +138,10 @@ pub struct VolumeInfo {
     /// Seconds since the last recovery point (cached volumes that have one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_point_age_secs: Option<u64>,
+    /// Chunks whose cloud object cannot be read back, found by reads,
+    /// uploads or `sgw volume scrub`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<crate::cached::damage::DamagedChunk>,
 }
 
 /// Where a clone's content comes from.
@@ -238,6 +256,7 @@ struct Volume {
 /// The gateway's volumes; also the iSCSI target catalog.
 pub struct VolumeManager {
     dir: PathBuf,
+    records: Arc<VolumeRecordsFile>,
     volumes: RwLock<BTreeMap<String, Volume>>,
     cached: Option<Arc<CachedVolumes>>,
     /// The cache's dirty high watermark: at it, writers wait.
@@ -264,7 +283,14 @@ impl VolumeManager {
     ) -> Result<VolumeManager, VolumeError> {
         let dir = data_dir.to_path_buf();
         std::fs::create_dir_all(dir.join("volumes"))?;
+        let records: Vec<VolumeRecord> = match std::fs::read(dir.join(VolumeRecordsFile::NAME)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
         let mgr = VolumeManager {
+            records: VolumeRecordsFile::new(dir.clone(), records.clone()),
             dir,
             volumes: RwLock::new(BTreeMap::new()),
             cached,
@@ -274,22 +300,12 @@ impl VolumeManager {
             bootstrapping: std::sync::Mutex::new(Default::default()),
             changes: tokio::sync::Mutex::new(()),
         };
-        let records: Vec<VolumeRecord> = match std::fs::read(mgr.state_path()) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
         for r in records {
             let name = r.name.clone();
             let volume = mgr.build(r, None).await?;
             mgr.write().insert(name, volume);
         }
         Ok(mgr)
-    }
-
-    fn state_path(&self) -> PathBuf {
-        self.dir.join("volumes.json")
     }
 
     fn image_path(&self, name: &str) -> PathBuf {
@@ -313,7 +329,11 @@ impl VolumeManager {
     async fn build(&self, r: VolumeRecord, base: Option<Option<ChunkMap>>) -> Result<Volume, VolumeError> {
         let (device, cached): (Arc<dyn BlockDevice>, Option<Arc<CachedVolume>>) = match r.kind {
             VolumeKind::Local => {
-                (Arc::new(FileBlockDevice::open(&self.image_path(&r.name), r.size_bytes, BLOCK_SIZE)?), None)
+                let file = FileBlockDevice::open(&self.image_path(&r.name), r.size_bytes, BLOCK_SIZE)?;
+                match &self.cached {
+                    Some(service) => (Arc::new(MeteredDevice::new(file, service.volume_series(&r.name))), None),
+                    None => (Arc::new(file), None),
+                }
             }
             VolumeKind::Cached => {
                 let service = self.cached_service()?;
@@ -345,7 +365,12 @@ impl VolumeManager {
             write_protected: false,
             removable: r.removable,
         };
-        let lu: Arc<dyn LogicalUnit> = Arc::new(DiskUnit::new(device.clone(), identity));
+        let unit_state = Arc::new(VolumeUnitState { records: self.records.clone(), name: r.name.clone(), id: r.id });
+        let lu: Arc<dyn LogicalUnit> =
+            Arc::new(DiskUnit::new(device.clone(), identity).with_state_store(unit_state, saved_unit_state(&r)));
+        if let Some(service) = &self.cached {
+            service.set_presentation(r.id, presentation(&r));
+        }
         let target = Arc::new(Target {
             name: target_iqn(&r.name),
             alias: Some(r.name.clone()),
@@ -371,10 +396,28 @@ impl VolumeManager {
         }
         let initiators = change.initiators.as_deref().map(validate_initiators).transpose().map_err(VolumeError::InvalidRequest)?;
         let _changes = self.changes.lock().await;
+        let (info, record) = self.change_access(name, change.chap, initiators)?;
+        // The catalog carries the access settings for `recover`.
+        if let (Some(service), VolumeKind::Cached) = (&self.cached, record.kind) {
+            service.set_presentation(record.id, presentation(&record));
+            if let Err(e) = service.write_catalog().await {
+                tracing::warn!(error = %e, "cannot write the catalog");
+            }
+        }
+        Ok(info)
+    }
+
+    /// Applies an access change and persists it; returns the new record.
+    fn change_access(
+        &self,
+        name: &str,
+        chap: Option<Option<VolumeChap>>,
+        initiators: Option<Vec<String>>,
+    ) -> Result<(VolumeInfo, VolumeRecord), VolumeError> {
         let mut vols = self.write();
         let v = vols.get_mut(name).ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
         let old = (v.record.clone(), v.target.clone());
-        if let Some(chap) = change.chap {
+        if let Some(chap) = chap {
             v.record.chap = chap;
         }
         if let Some(initiators) = initiators {
@@ -393,7 +436,7 @@ impl VolumeManager {
             }
             return Err(e);
         }
-        Ok(self.info(&vols[name]))
+        Ok((self.info(&vols[name]), vols[name].record.clone()))
     }
 
     /// Makes every completed write of every volume durable (clean shutdown).
@@ -406,9 +449,7 @@ impl VolumeManager {
     }
 
     fn persist(&self, vols: &BTreeMap<String, Volume>) -> Result<(), VolumeError> {
-        let records: Vec<&VolumeRecord> = vols.values().map(|v| &v.record).collect();
-        let bytes = serde_json::to_vec_pretty(&records).map_err(std::io::Error::other)?;
-        crate::files::write_atomically(&self.dir, "volumes.json", &bytes)?;
+        self.records.write_records(vols.values().map(|v| v.record.clone()))?;
         Ok(())
     }
 
@@ -489,6 +530,8 @@ impl VolumeManager {
             source,
             removable: req.removable,
             initiators: validate_initiators(&req.initiators).map_err(VolumeError::InvalidRequest)?,
+            reservations: None,
+            medium_ejected: false,
         };
         let volume = match self.build(record, Some(content)).await {
             Ok(v) => v,
@@ -575,6 +618,7 @@ impl VolumeManager {
                 initiators: req.initiators.clone(),
                 source: None,
                 recovery_point_age_secs: None,
+                damaged: Vec::new(),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -589,6 +633,9 @@ impl VolumeManager {
         let (Some(c), Some(service)) = (&v.cached, &self.cached) else { return VolumeState::Available };
         if service.cache_failed() {
             return VolumeState::CacheFailed;
+        }
+        if !c.damaged_chunks().is_empty() {
+            return VolumeState::Damaged;
         }
         {
             let mut boot = self.bootstrapping.lock().unwrap_or_else(|e| e.into_inner());
@@ -622,6 +669,7 @@ impl VolumeManager {
             recovery_point_age_secs: v.cached.as_ref().and_then(|c| c.last_recovery_point()).and_then(|rp| {
                 std::time::SystemTime::now().duration_since(rp.at).ok().map(|d| d.as_secs())
             }),
+            damaged: v.cached.as_ref().map(|c| c.damaged_chunks()).unwrap_or_default(),
         }
     }
 
@@ -637,6 +685,13 @@ impl VolumeManager {
         let map_root = self.cached_service()?.current_map(&v).await;
         map_root?;
         Ok(v.last_recovery_point().map_or(0, |rp| rp.root.seq))
+    }
+
+    /// Reads and verifies every object a cached volume's map names (no
+    /// cache fill) and records what is damaged.
+    pub async fn scrub(&self, name: &str) -> Result<crate::cached::scrub::ScrubReport, VolumeError> {
+        let v = self.cached_volume(name)?;
+        v.scrub().await.map_err(|e| VolumeError::Cloud(e.to_string()))
     }
 
     pub async fn snapshot_create(&self, volume: &str) -> Result<SnapshotRecord, VolumeError> {
@@ -692,13 +747,16 @@ impl VolumeManager {
                 name: cv.name.clone(),
                 size_bytes: cv.size_bytes,
                 id: cv.id,
-                chap: None,
+                chap: recovered_chap(&cv.name, &cv.presentation),
                 kind: VolumeKind::Cached,
                 family: Some(cv.family),
                 source: Some("recovered".into()),
-                // The catalog records content, not how the LU presents it.
-                removable: false,
-                initiators: Vec::new(),
+                removable: cv.presentation.removable,
+                initiators: cv.presentation.initiators.clone(),
+                // Reservations and the medium are the initiators' state, not
+                // the volume's: a recovered volume starts without them.
+                reservations: None,
+                medium_ejected: false,
             };
             let volume = self.build(record, None).await?;
             let mut vols = self.write();
@@ -711,6 +769,34 @@ impl VolumeManager {
         service.adopt_snapshots(catalog.snapshots.clone())?;
         Ok(count)
     }
+}
+
+/// How a volume presents itself, as the bucket's catalog keeps it for
+/// `recover`. The catalog is plain JSON in the bucket, so CHAP secrets stay
+/// out: only that CHAP is required, and the user names.
+fn presentation(r: &VolumeRecord) -> CatalogPresentation {
+    CatalogPresentation {
+        removable: r.removable,
+        initiators: r.initiators.clone(),
+        chap_user: r.chap.as_ref().map(|c| c.user.clone()),
+        mutual_chap_user: r.chap.as_ref().and_then(|c| c.mutual_user.clone()),
+    }
+}
+
+/// A recovered volume that required CHAP requires it still: with the user
+/// names it had and random secrets nobody knows, so that it refuses every
+/// login (rather than admitting everyone) until the admin sets the secrets
+/// again.
+fn recovered_chap(volume: &str, p: &CatalogPresentation) -> Option<VolumeChap> {
+    let user = p.chap_user.clone()?;
+    tracing::warn!(volume, "recovered volume requires CHAP: set its secrets again, the bucket does not hold them");
+    let random_secret = || format!("{:032x}", rand::random::<u128>());
+    Some(VolumeChap {
+        user,
+        secret: random_secret(),
+        mutual_secret: p.mutual_chap_user.as_ref().map(|_| random_secret()),
+        mutual_user: p.mutual_chap_user.clone(),
+    })
 }
 
 impl TargetCatalog for VolumeManager {

@@ -32,6 +32,20 @@ if [ "$need_apt" = 1 ]; then
     tgt chromium >/dev/null
 fi
 
+# Debian starts tgt's service when it is installed, and it takes port 3260
+# on every address; the benchmarks start their own tgtd on loopback ports.
+# Stop and mask it wherever there is a service manager to ask.
+if [ -d /run/systemd/system ]; then
+  systemctl disable --now tgt >/dev/null 2>&1 || true
+  systemctl mask tgt >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/tgt ]; then
+  /etc/init.d/tgt stop >/dev/null 2>&1 || true
+fi
+if command -v ss >/dev/null && ss -ltn 'sport = :3260' | grep -q 3260; then
+  echo "install-deps: port 3260 is still taken:" >&2
+  ss -ltnp 'sport = :3260' >&2 || true
+fi
+
 if [ -x tests/install-python-deps.sh ]; then
   tests/install-python-deps.sh
 fi

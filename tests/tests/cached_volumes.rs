@@ -441,12 +441,29 @@ fn sigkill_under_flushing_load_loses_nothing_and_the_cloud_catches_up() {
 fn states_and_metrics() {
     let gw = Gateway::start_with(GatewayOptions::args(&["--cache-size", "64MiB"]));
     gw.create_volume("m", 64 * MIB);
+    let metrics = || ureq::get(&format!("{}/metrics", gw.api())).call().expect("metrics").into_string().expect("text");
+    // No recovery point yet: no age series at all (CloudWatch has no datapoint), never -1.
+    let before = metrics();
+    assert!(!before.contains("sgw_volume_time_since_last_recovery_point_seconds{"), "{before}");
+    // A local volume reports its I/O in the same series as a cached one.
+    let local = gw.create_volume_json(serde_json::json!({ "name": "lv", "size_bytes": 16 * MIB, "kind": "local" }));
+    if have_tool("qemu-io") {
+        assert_qemu_ok(&qemu_io(&gw.url(&local), &["write 0 1m".to_string(), "read 0 512k".to_string()], Duration::from_secs(60)), "local io");
+        let after = metrics();
+        let value = |name: &str| {
+            after.lines().find(|l| l.starts_with(&series(name, "lv"))).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok())
+        };
+        assert_eq!(value("sgw_volume_write_bytes_total"), Some(MIB as f64), "{after}");
+        assert_eq!(value("sgw_volume_read_bytes_total"), Some((512 * 1024) as f64), "{after}");
+    }
     let vols = json(&gw, &["volume", "list", "--json"]);
+    let vols = serde_json::Value::Array(vols.as_array().expect("list").iter().filter(|v| v["name"] == "m").cloned().collect());
     assert_eq!(vols[0]["kind"], "cached");
     assert_eq!(vols[0]["state"], "AVAILABLE");
     cli_ok(&gw, &["volume", "recovery-point", "m"]);
     let vols = json(&gw, &["volume", "list", "--json"]);
-    assert!(vols[0]["recovery_point_age_secs"].as_u64().is_some_and(|a| a < 60), "{vols}");
+    let m = vols.as_array().expect("list").iter().find(|v| v["name"] == "m").expect("m");
+    assert!(m["recovery_point_age_secs"].as_u64().is_some_and(|a| a < 60), "{vols}");
     let text = ureq::get(&format!("{}/metrics", gw.api())).call().expect("metrics").into_string().expect("text");
     for name in [
         "sgw_cache_hit_percent",
@@ -457,6 +474,15 @@ fn states_and_metrics() {
         "sgw_queued_writes_bytes",
         "sgw_volume_time_since_last_recovery_point_seconds{volume=\"m\"}",
         "sgw_volume_recovery_points_total{volume=\"m\"}",
+        "sgw_cache_total_bytes",
+        "sgw_upload_buffer_percent_used",
+        "sgw_upload_buffer_used_bytes",
+        "sgw_upload_buffer_free_bytes",
+        "sgw_cloud_request_seconds_bucket",
+        "sgw_health{component=\"cache\"} 1",
+        "process_open_fds",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
     ] {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
@@ -510,4 +536,37 @@ fn unmap_frees_cache_and_cloud_space() {
     let objects_after = objects();
     eprintln!("objects: {objects_before} before UNMAP, {objects_after} after the next recovery point");
     assert!(objects_before - objects_after >= 16, "UNMAP freed {} objects, not the 16 chunks", objects_before - objects_after);
+}
+
+/// A planned move: SIGTERM commits a final recovery point, so a gateway
+/// recovered elsewhere from the bucket reads every write acknowledged
+/// before the stop (the schedule here is hourly: no scheduled point runs).
+#[test]
+fn sigterm_commits_a_final_recovery_point_that_recover_serves() {
+    if !have_tool("qemu-io") || !have_tool("qemu-img") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = external_store_config(work.path());
+    let data = work.path().join("data");
+    let options = GatewayOptions::args(&["--config", &config.to_string_lossy(), "--cache-size", "64MiB"]);
+    let mut gw = Gateway::start_in_with(&data, free_port(), free_port(), options.clone());
+    let size = 32 * MIB;
+    let iqn = gw.create_volume("moving", size);
+    let cmds: Vec<String> = (0..8).map(|i| format!("write -P {} {}m 4m", i + 11, i * 4)).collect();
+    assert_qemu_ok(&qemu_io(&gw.url(&iqn), &cmds, Duration::from_secs(120)), "write");
+    let expected = work.path().join("expected.img");
+    read_volume(&gw, &iqn, size, &expected);
+    let key = work.path().join("master.key");
+    std::fs::copy(data.join("master.key"), &key).expect("keep the key apart");
+    assert!(gw.stop(), "sgw did not stop cleanly:\n{}", gw.log_text());
+    assert!(gw.log_text().contains("final recovery point committed"), "{}", gw.log_text());
+
+    let mut o2 = options;
+    o2.args.extend(["--key-file".into(), key.display().to_string()]);
+    let gw2 = Gateway::start_in_with(&work.path().join("elsewhere"), free_port(), free_port(), o2);
+    assert!(cli_ok(&gw2, &["recover"]).contains("recovered 1 volumes"));
+    let got = work.path().join("got.img");
+    read_volume(&gw2, &iqn, size, &got);
+    assert_eq!(sha256(&expected), sha256(&got), "writes acknowledged before SIGTERM are missing after recover");
 }

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::damage::unreadable_chunk;
 use super::map::{ChunkRef, MapStore};
 use super::metrics::VolumeMetrics;
 use super::upload_errors::{LogOncePerCause, UploadBackoff};
@@ -46,7 +47,10 @@ pub trait ChunkOwner: Send + Sync {
     fn family(&self) -> u64;
     fn namespace(&self) -> &Namespace;
     fn name(&self) -> &str;
-    /// The whole chunk as it is now and the cache generation read.
+    /// The whole chunk as it is now and the cache generation read. An
+    /// error carrying `damage::ChunkUnreadable` makes the engine hold the
+    /// chunk (neither retried nor evicted) until the owner hands it back
+    /// with `Cache::abandon_upload`.
     async fn read_whole_chunk(&self, index: u64) -> io::Result<(Bytes, u64)>;
     /// Records finished uploads: durably in the owner's map first, then
     /// `Cache::mark_uploaded`. Uploads of chunks discarded since they were
@@ -334,6 +338,14 @@ impl Engine {
                             self.cache.abandon_upload(dirty.id);
                             failed = Some("upload submit failed".to_owned());
                         }
+                    }
+                    Err(e) if unreadable_chunk(&e).is_some() => {
+                        // Its cloud copy is damaged and the cache lacks part
+                        // of it: retrying cannot help. It stays out of the
+                        // queue (still dirty, so never evicted) until the
+                        // volume hands it back, and the other chunks go on;
+                        // the volume has recorded and logged it.
+                        debug!(volume = volume.name(), chunk = dirty.id.index, error = %e, "dirty chunk held: damaged in the cloud");
                     }
                     Err(e) => {
                         let what = "cannot read a dirty chunk for upload";

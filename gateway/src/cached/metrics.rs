@@ -2,7 +2,7 @@
 //! cache hit percent, cache percent dirty and used, read and write bytes
 //! and latency per volume, time since the last recovery point.
 
-use prometheus::{GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 #[derive(Clone)]
 pub struct VolumeMetrics {
@@ -18,9 +18,16 @@ pub struct VolumeMetrics {
     pub recovery_point_age: GaugeVec,
     pub recovery_points: IntCounterVec,
     pub recovery_point_bytes: IntCounterVec,
-    pub cache_percent_used: IntGauge,
-    pub cache_percent_dirty: IntGauge,
-    pub cache_hit_percent: IntGauge,
+    /// Chunks whose cloud object cannot be read back (see `damage`).
+    pub damaged_chunks: IntGaugeVec,
+    /// Percentages are floats, as CloudWatch's are.
+    pub cache_percent_used: Gauge,
+    pub cache_percent_dirty: Gauge,
+    pub cache_hit_percent: Gauge,
+    pub cache_total_bytes: IntGauge,
+    pub upload_buffer_percent_used: Gauge,
+    pub upload_buffer_used_bytes: IntGauge,
+    pub upload_buffer_free_bytes: IntGauge,
     pub queued_writes_bytes: IntGauge,
 }
 
@@ -55,9 +62,35 @@ impl VolumeMetrics {
                 "sgw_volume_recovery_point_uploaded_bytes_total",
                 "Bytes uploaded for recovery point manifests",
             )?,
-            cache_percent_used: IntGauge::new("sgw_cache_percent_used", "Cache space in use, percent")?,
-            cache_percent_dirty: IntGauge::new("sgw_cache_percent_dirty", "Cache space not yet uploaded, percent")?,
-            cache_hit_percent: IntGauge::new("sgw_cache_hit_percent", "Reads served from the cache, percent, since start")?,
+            damaged_chunks: IntGaugeVec::new(
+                Opts::new(
+                    "sgw_volume_damaged_chunks",
+                    "Chunks of the volume whose cloud object cannot be read back (failed verification or missing)",
+                ),
+                &["volume"],
+            )?,
+            cache_percent_used: Gauge::new("sgw_cache_percent_used", "Cache space in use, percent (CachePercentUsed)")?,
+            cache_percent_dirty: Gauge::new(
+                "sgw_cache_percent_dirty",
+                "Cache space not yet uploaded, percent (CachePercentDirty)",
+            )?,
+            cache_hit_percent: Gauge::new(
+                "sgw_cache_hit_percent",
+                "Reads served from the cache, percent, since start (CacheHitPercent)",
+            )?,
+            cache_total_bytes: IntGauge::new("sgw_cache_total_bytes", "Cache capacity in bytes")?,
+            upload_buffer_percent_used: Gauge::new(
+                "sgw_upload_buffer_percent_used",
+                "Upload buffer in use, percent: data not yet uploaded over the share of the cache it may take (UploadBufferPercentUsed)",
+            )?,
+            upload_buffer_used_bytes: IntGauge::new(
+                "sgw_upload_buffer_used_bytes",
+                "Data in the cache not yet uploaded (UploadBufferUsedBytes)",
+            )?,
+            upload_buffer_free_bytes: IntGauge::new(
+                "sgw_upload_buffer_free_bytes",
+                "Room left for data not yet uploaded before writers wait (UploadBufferFreeBytes)",
+            )?,
             queued_writes_bytes: IntGauge::new("sgw_queued_writes_bytes", "Bytes written and not yet uploaded")?,
         };
         registry.register(Box::new(m.read_bytes.clone()))?;
@@ -71,9 +104,14 @@ impl VolumeMetrics {
         registry.register(Box::new(m.recovery_point_age.clone()))?;
         registry.register(Box::new(m.recovery_points.clone()))?;
         registry.register(Box::new(m.recovery_point_bytes.clone()))?;
+        registry.register(Box::new(m.damaged_chunks.clone()))?;
         registry.register(Box::new(m.cache_percent_used.clone()))?;
         registry.register(Box::new(m.cache_percent_dirty.clone()))?;
         registry.register(Box::new(m.cache_hit_percent.clone()))?;
+        registry.register(Box::new(m.cache_total_bytes.clone()))?;
+        registry.register(Box::new(m.upload_buffer_percent_used.clone()))?;
+        registry.register(Box::new(m.upload_buffer_used_bytes.clone()))?;
+        registry.register(Box::new(m.upload_buffer_free_bytes.clone()))?;
         registry.register(Box::new(m.queued_writes_bytes.clone()))?;
         Ok(m)
     }
@@ -91,6 +129,7 @@ pub struct VolumeSeries {
     pub reads: IntCounter,
     pub cloud_reads: IntCounter,
     pub prefetched_chunks: IntCounter,
+    pub damaged_chunks: IntGauge,
 }
 
 impl VolumeSeries {
@@ -105,6 +144,7 @@ impl VolumeSeries {
             reads: m.reads.with_label_values(l),
             cloud_reads: m.cloud_reads.with_label_values(l),
             prefetched_chunks: m.prefetched_chunks.with_label_values(l),
+            damaged_chunks: m.damaged_chunks.with_label_values(l),
         }
     }
 }

@@ -9,13 +9,17 @@
 //! - [`engine`]: dirty chunks → uploader → chunk map → clean, with a
 //!   backoff after failed uploads (`upload_errors`);
 //! - [`recovery`]: recovery points;
+//! - [`damage`]: chunks whose cloud object cannot be read back, and
+//!   `scrub`, which looks for them;
 //! - [`service`]: snapshots, the catalog, garbage collection, schedules.
 
+pub mod damage;
 pub mod engine;
 pub mod manifest;
 pub mod map;
 pub mod metrics;
 mod recovery;
+pub mod scrub;
 pub mod service;
 mod upload_errors;
 pub mod volume;

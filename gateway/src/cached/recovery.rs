@@ -33,7 +33,7 @@ impl CachedVolume {
             self.begin_pending(seq);
         }
         self.engine().wake_feeder();
-        let map = self.finish_pending().await;
+        let map = self.finish_pending().await?;
         let previous = self.last_rp.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let written = write_manifest(
             &self.engine().cloud,

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::engine::{ChunkOwner, Engine};
 use super::manifest::{read_map, read_root, ManifestRoot};
@@ -39,6 +39,24 @@ pub struct CatalogVolume {
     pub id: u64,
     pub family: u64,
     pub size_bytes: u64,
+    /// Absent in catalogs written before it existed.
+    #[serde(default)]
+    pub presentation: CatalogPresentation,
+}
+
+/// How a volume presents itself to initiators, for `recover` to restore.
+/// No CHAP secrets: the catalog is plain JSON in the bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogPresentation {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removable: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initiators: Vec<String>,
+    /// Present: the volume requires CHAP, as this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutual_chap_user: Option<String>,
 }
 
 /// `catalog.json` under the gateway's prefix: enough for a new gateway to
@@ -88,6 +106,8 @@ pub struct CachedVolumes {
     snapshot_maps: Mutex<HashMap<String, ChunkMap>>,
     /// Catalog writes and garbage collection, one at a time.
     catalog_lock: tokio::sync::Mutex<()>,
+    /// What the volume manager says each volume presents, by volume id.
+    presentations: Mutex<HashMap<u64, CatalogPresentation>>,
 }
 
 impl CachedVolumes {
@@ -104,6 +124,7 @@ impl CachedVolumes {
             snapshots: Mutex::new(snapshots.into_iter().map(|s| (s.id.clone(), s)).collect()),
             snapshot_maps: Mutex::new(HashMap::new()),
             catalog_lock: tokio::sync::Mutex::new(()),
+            presentations: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -205,6 +226,38 @@ impl CachedVolumes {
                 Err(e) => warn!(volume = v.name(), error = %e, "recovery point failed; will retry"),
             }
         }
+    }
+
+    /// On a stop: a recovery point of every volume changed since its last
+    /// one, so that a gateway moved by stop and `sgw recover` elsewhere
+    /// loses nothing acknowledged. Bounded by `limit`; returns the names of
+    /// the volumes whose changes did not make it (each one logged).
+    pub async fn final_recovery_points(&self, limit: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let volumes: Vec<Arc<CachedVolume>> = lock(&self.volumes).values().cloned().collect();
+        let mut missed = Vec::new();
+        for v in volumes.into_iter().filter(|v| v.changed_since_recovery_point()) {
+            match tokio::time::timeout_at(deadline, v.create_recovery_point()).await {
+                Ok(Ok(outcome)) => {
+                    info!(volume = v.name(), seq = outcome.committed.root.seq, "final recovery point committed");
+                    self.after_recovery_point(&v, outcome.previous).await;
+                }
+                Ok(Err(e)) => {
+                    error!(volume = v.name(), error = %e, "final recovery point failed: the bucket lacks this volume's latest writes");
+                    missed.push(v.name().to_owned());
+                }
+                Err(_) => {
+                    error!(
+                        volume = v.name(),
+                        limit_secs = limit.as_secs(),
+                        "final recovery point not committed in time: the bucket lacks this volume's latest writes \
+                         (they stay in the local cache)"
+                    );
+                    missed.push(v.name().to_owned());
+                }
+            }
+        }
+        missed
     }
 
     /// After a recovery point: the catalog, then what the previous one held
@@ -395,6 +448,11 @@ impl CachedVolumes {
         Ok(())
     }
 
+    /// The catalog lists `volume_id` with `presentation` from its next write.
+    pub fn set_presentation(&self, volume_id: u64, presentation: CatalogPresentation) {
+        lock(&self.presentations).insert(volume_id, presentation);
+    }
+
     /// Writes the catalog of volumes and snapshots to the bucket.
     pub async fn write_catalog(&self) -> Result<(), ServiceError> {
         let catalog = Catalog {
@@ -402,7 +460,13 @@ impl CachedVolumes {
             version: 1,
             volumes: lock(&self.volumes)
                 .values()
-                .map(|v| CatalogVolume { name: v.name().to_owned(), id: v.id(), family: v.family(), size_bytes: v.size_bytes() })
+                .map(|v| CatalogVolume {
+                    name: v.name().to_owned(),
+                    id: v.id(),
+                    family: v.family(),
+                    size_bytes: v.size_bytes(),
+                    presentation: lock(&self.presentations).get(&v.id()).cloned().unwrap_or_default(),
+                })
                 .collect(),
             snapshots: self.snapshot_list(),
         };
@@ -482,15 +546,23 @@ impl CachedVolumes {
         for v in lock(&self.volumes).values() {
             hits += m.cache_hits.with_label_values(&[v.name()]).get();
             reads += m.reads.with_label_values(&[v.name()]).get();
-            let age = v
-                .last_recovery_point()
-                .and_then(|rp| SystemTime::now().duration_since(rp.at).ok())
-                .map_or(-1.0, |d| d.as_secs_f64());
-            m.recovery_point_age.with_label_values(&[v.name()]).set(age);
+            // No recovery point yet: no series at all (not -1), as
+            // CloudWatch reports no datapoint.
+            match v.last_recovery_point().and_then(|rp| SystemTime::now().duration_since(rp.at).ok()) {
+                Some(age) => m.recovery_point_age.with_label_values(&[v.name()]).set(age.as_secs_f64()),
+                None => {
+                    let _ = m.recovery_point_age.remove_label_values(&[v.name()]);
+                }
+            }
         }
         if reads > 0 {
-            m.cache_hit_percent.set((hits * 100 / reads) as i64);
+            m.cache_hit_percent.set(hits as f64 * 100.0 / reads as f64);
         }
+    }
+
+    /// The per-volume I/O series, for volumes of other kinds to report in.
+    pub fn volume_series(&self, name: &str) -> super::metrics::VolumeSeries {
+        super::metrics::VolumeSeries::new(&self.engine.metrics, name)
     }
 
     pub fn get(&self, volume_id: u64) -> Option<Arc<CachedVolume>> {

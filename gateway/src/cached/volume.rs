@@ -21,11 +21,12 @@ use iscsi_target::scsi::block::{BlockDevice, Provisioning};
 use iscsi_target::scsi::{BlockCount, DataOutChecksums, Lba};
 use tokio::sync::{Notify, OnceCell, RwLock};
 
+use super::damage::{unreadable_chunk, ChunkUnreadable, DamageRegistry, DamagedChunk};
 use super::engine::{ChunkOwner, Engine, JobKind, Uploaded};
 use super::manifest::ManifestRoot;
 use super::map::{ChunkMap, ChunkRef};
 use super::metrics::VolumeSeries;
-use crate::cloud::{ChunkId, Namespace};
+use crate::cloud::{ChunkId, CloudError, ErrorKind as CloudErrorKind, Namespace};
 
 /// Logical block size of cached volumes.
 pub const BLOCK_SIZE: u32 = 512;
@@ -53,6 +54,9 @@ pub fn family_namespace(family: u64) -> Namespace {
     // 16 hex digits always satisfy the namespace rules.
     Namespace::new(&format!("vol-{family:016x}")).unwrap_or_else(|_| unreachable!("hex names are valid"))
 }
+
+/// A chunk fetched from the cloud, or why not (the message and its kind).
+type FetchResult = Result<Bytes, (String, CloudErrorKind)>;
 
 /// State of one chunk in a recovery point being built.
 #[derive(Debug)]
@@ -104,7 +108,11 @@ pub struct CachedVolume {
     pub(crate) next_rp_seq: AtomicU64,
     /// Ids the live map stopped referencing: garbage candidates.
     pub(crate) replaced: Mutex<HashSet<ChunkId>>,
-    fetches: Mutex<HashMap<u64, Arc<OnceCell<Result<Bytes, String>>>>>,
+    /// Fetches in flight; a failure keeps its kind, so that a damaged
+    /// object is told from an outage.
+    fetches: Mutex<HashMap<u64, Arc<OnceCell<FetchResult>>>>,
+    /// Chunks whose cloud object cannot be read back (`damage`).
+    pub(crate) damage: Mutex<DamageRegistry>,
     last_read_end: AtomicU64,
     series: VolumeSeries,
     /// Itself, for tasks (prefetch) that outlive a call.
@@ -173,6 +181,7 @@ impl CachedVolume {
             next_rp_seq: AtomicU64::new(1),
             replaced: Mutex::new(HashSet::new()),
             fetches: Mutex::new(HashMap::new()),
+            damage: Mutex::new(DamageRegistry::default()),
             last_read_end: AtomicU64::new(u64::MAX),
             me: me.clone(),
         });
@@ -200,7 +209,7 @@ impl CachedVolume {
         &self.commit
     }
 
-    fn chunks(&self) -> u64 {
+    pub(crate) fn chunks(&self) -> u64 {
         self.identity.size_bytes.div_ceil(u64::from(self.chunk_size))
     }
 
@@ -231,7 +240,7 @@ impl CachedVolume {
         let result = cell
             .get_or_init(|| async {
                 self.series.cloud_reads.inc();
-                self.engine.cloud.reader.read_chunk(&self.namespace, &id).await.map_err(|e| e.to_string())
+                self.engine.cloud.reader.read_chunk(&self.namespace, &id).await.map_err(|e| (e.to_string(), e.kind()))
             })
             .await
             .clone();
@@ -241,11 +250,86 @@ impl CachedVolume {
                 f.remove(&index);
             }
         }
-        let data = result.map_err(io_err)?;
+        let data = match result {
+            Ok(data) => data,
+            // Retrying cannot help a chunk that fails verification or is
+            // gone: it is recorded as damaged and its reads fail.
+            Err((reason, CloudErrorKind::Corrupt | CloudErrorKind::NotFound)) => {
+                self.note_damage(index, id, &reason);
+                return Err(io::Error::other(ChunkUnreadable { chunk: index, object: id, reason }));
+            }
+            Err((reason, _)) => return Err(io_err(reason)),
+        };
         if data.len() != self.chunk_size as usize {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("chunk {index} has {} bytes", data.len())));
         }
         Ok((data, r))
+    }
+
+    /// Records that chunk `index`'s object cannot be read back: logged
+    /// (once per chunk and object) and counted.
+    pub(crate) fn note_damage(&self, index: u64, object: ChunkId, reason: &str) {
+        // An object the map no longer names may be gone for a good reason
+        // (replaced, then garbage collected while it was read).
+        if lock(&self.map).get(index) != ChunkRef::Object(object) {
+            return;
+        }
+        let (news, count) = {
+            let mut damage = lock(&self.damage);
+            (damage.record(index, object, reason), damage.len())
+        };
+        self.series.damaged_chunks.set(count as i64);
+        if news {
+            let chunk_blocks = u64::from(self.chunk_size / BLOCK_SIZE);
+            tracing::error!(
+                volume = self.name(),
+                chunk = index,
+                first_lba = index * chunk_blocks,
+                last_lba = (index + 1) * chunk_blocks - 1,
+                %object,
+                error = reason,
+                "a chunk of the volume cannot be read back from the cloud: reads of its sectors not in the cache fail; \
+                 rewrite or unmap the range, see `sgw volume show`"
+            );
+        }
+    }
+
+    /// Forgets damage the chunks `indexes` no longer have (uploaded anew,
+    /// unmapped, or found readable by a scrub).
+    pub(crate) fn clear_damage(&self, indexes: impl IntoIterator<Item = u64>) {
+        let count = {
+            let mut damage = lock(&self.damage);
+            if damage.is_empty() {
+                return;
+            }
+            for index in indexes {
+                if damage.clear(index) {
+                    tracing::info!(volume = self.name(), chunk = index, "damaged chunk replaced; no longer damaged");
+                }
+            }
+            damage.len()
+        };
+        self.series.damaged_chunks.set(count as i64);
+    }
+
+    /// A scrub read chunk `index`'s `object` back fine: damage recorded
+    /// against it is forgotten, unless writes are held on it.
+    pub(crate) fn forget_damage_if_readable(&self, index: u64, object: &ChunkId) {
+        let (cleared, count) = {
+            let mut damage = lock(&self.damage);
+            (damage.clear_if_readable(index, object), damage.len())
+        };
+        if cleared {
+            self.series.damaged_chunks.set(count as i64);
+            tracing::info!(volume = self.name(), chunk = index, "chunk reads back fine; no longer damaged");
+        }
+    }
+
+    /// The damaged chunks, with their LBA ranges.
+    pub fn damaged_chunks(&self) -> Vec<DamagedChunk> {
+        let chunk_blocks = u64::from(self.chunk_size / BLOCK_SIZE);
+        let volume_blocks = self.identity.size_bytes / u64::from(BLOCK_SIZE);
+        lock(&self.damage).report(chunk_blocks, volume_blocks)
     }
 
     /// Whether `ref` is a cloud object (worth keeping in the cache).
@@ -405,6 +489,9 @@ impl CachedVolume {
             }
         }
         self.resolve_pending(&live);
+        // An upload is made of a whole chunk, so it no longer needs a
+        // damaged object.
+        self.clear_damage(live.iter().map(|(index, _, _)| *index));
         for (index, generation, _) in &live {
             self.engine.cache.mark_uploaded(self.cache_id(*index), *generation).map_err(cache_err)?;
         }
@@ -523,8 +610,10 @@ impl CachedVolume {
     }
 
     /// Waits until every chunk of the pending recovery point resolved, and
-    /// returns its map.
-    pub(crate) async fn finish_pending(&self) -> ChunkMap {
+    /// returns its map; fails, naming the ranges, if one of them is a
+    /// damaged chunk whose writes the engine holds (it would never
+    /// resolve).
+    pub(crate) async fn finish_pending(&self) -> Result<ChunkMap, CloudError> {
         loop {
             let notified = self.pending_changed.notified();
             tokio::pin!(notified);
@@ -539,14 +628,41 @@ impl CachedVolume {
                                 map.set(index, r);
                             }
                         }
-                        return map;
+                        return Ok(map);
                     }
+                }
+                if let Some(blocked) = self.blocked_by_damage(pending.as_ref()) {
+                    *pending = None;
+                    drop(pending);
+                    self.pending_changed.notify_waiters();
+                    return Err(CloudError::Damaged(blocked));
                 }
             }
             self.engine.wake_feeder();
             // Completions notify; the timeout only bounds a lost wakeup.
             let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
         }
+    }
+
+    /// The message a recovery point fails with when chunks it waits for are
+    /// damaged and held.
+    fn blocked_by_damage(&self, rp: Option<&PendingRp>) -> Option<String> {
+        let rp = rp?;
+        let held: Vec<DamagedChunk> = self
+            .damaged_chunks()
+            .into_iter()
+            .filter(|d| d.writes_held && matches!(rp.chunks.get(&d.chunk), Some(PendingChunk::Waiting(_))))
+            .collect();
+        if held.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "recovery point of volume {} not made: {} cannot be read back from the cloud and has writes that need the \
+             rest of the chunk; write the whole range again or unmap it (see `sgw volume show {}`)",
+            self.name(),
+            super::damage::ranges_text(&held),
+            self.name()
+        ))
     }
 
     /// Every id the pending recovery point may still reference.
@@ -594,7 +710,10 @@ impl CachedVolume {
         let id = self.cache_id(piece.index);
         for _ in 0..WRITE_ATTEMPTS {
             match self.engine.cache.write_checksummed(id, piece.offset, data.clone(), crcs).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.release_if_whole(piece.index);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == CacheErrorKind::InvalidInput => {
                     // A sector written in part must hold its old content.
                     let (base, from) = self.fetch_base_ref(piece.index).await?;
@@ -606,6 +725,21 @@ impl CachedVolume {
         Err(io::Error::other(format!("chunk {} kept being evicted during a partial write", piece.index)))
     }
 
+    /// A damaged chunk the engine holds becomes uploadable once the cache
+    /// holds all of it: it goes back to the upload queue.
+    fn release_if_whole(&self, index: u64) {
+        if !lock(&self.damage).is_held(index) {
+            return;
+        }
+        let id = self.cache_id(index);
+        let sectors = self.chunk_len(index).div_ceil(self.sector_size);
+        let whole = self.engine.cache.lookup(id).is_some_and(|info| info.valid.contains_range(0..sectors));
+        if whole && lock(&self.damage).release(index) {
+            self.engine.cache.abandon_upload(id);
+            self.engine.wake_feeder();
+        }
+    }
+
     /// Deallocates whole chunks: the cache forgets them and the map records
     /// zeros, durably, before the command completes.
     async fn unmap_chunks(&self, range: std::ops::Range<u64>) -> io::Result<()> {
@@ -615,6 +749,7 @@ impl CachedVolume {
         let _commit = self.commit.lock().await;
         self.engine.note_discard(self.id(), range.clone());
         self.engine.cache.discard(self.id(), range.clone()).await.map_err(cache_err)?;
+        self.clear_damage(range.clone());
         let entries: Vec<(u64, ChunkRef)> = {
             let map = lock(&self.map);
             range.clone().filter(|i| map.get(*i) != ChunkRef::Zero).map(|i| (i, ChunkRef::Zero)).collect()
@@ -644,10 +779,15 @@ impl CachedVolume {
     /// Shares of the cache metrics that admins read as percentages.
     pub(crate) fn publish_cache_gauges(engine: &Engine) {
         let s = engine.cache.stats();
-        if s.capacity_bytes > 0 {
-            engine.metrics.cache_percent_used.set((s.used_bytes * 100 / s.capacity_bytes) as i64);
-            engine.metrics.cache_percent_dirty.set((s.dirty_bytes * 100 / s.capacity_bytes) as i64);
-        }
+        let m = &engine.metrics;
+        let percent = |part: u64, whole: u64| if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 };
+        m.cache_total_bytes.set(s.capacity_bytes as i64);
+        m.cache_percent_used.set(percent(s.used_bytes, s.capacity_bytes));
+        m.cache_percent_dirty.set(percent(s.dirty_bytes, s.capacity_bytes));
+        let buffer = engine.cache.upload_buffer_bytes();
+        m.upload_buffer_percent_used.set(percent(s.dirty_bytes, buffer).min(100.0));
+        m.upload_buffer_used_bytes.set(s.dirty_bytes as i64);
+        m.upload_buffer_free_bytes.set(buffer.saturating_sub(s.dirty_bytes) as i64);
         engine.metrics.queued_writes_bytes.set(s.upload_backlog_bytes as i64);
     }
 }
@@ -671,7 +811,20 @@ impl ChunkOwner for CachedVolume {
     }
 
     async fn read_whole_chunk(&self, index: u64) -> io::Result<(Bytes, u64)> {
-        self.whole_chunk(index).await
+        match self.whole_chunk(index).await {
+            Err(e) if unreadable_chunk(&e).is_some() => {
+                if lock(&self.damage).hold(index) {
+                    // The engine keeps it out of the queue (see `damage`);
+                    // a recovery point waiting for it learns why.
+                    self.pending_changed.notify_waiters();
+                    return Err(e);
+                }
+                // Not recorded (the map moved on meanwhile): nothing would
+                // release a held chunk, so it is retried like any failure.
+                Err(io::Error::other(e.to_string()))
+            }
+            result => result,
+        }
     }
 
     async fn record_uploads(&self, done: &[Uploaded]) -> io::Result<()> {

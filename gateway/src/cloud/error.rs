@@ -136,6 +136,11 @@ pub enum CloudError {
     /// A manifest, page or catalog that does not parse.
     #[error("malformed metadata object: {0}")]
     Malformed(String),
+    /// Chunk objects that cannot be read back block the operation (a
+    /// recovery point needing a damaged chunk's held writes); the message
+    /// names the volume and the LBA ranges.
+    #[error("{0}")]
+    Damaged(String),
 }
 
 impl CloudError {
@@ -154,7 +159,7 @@ impl CloudError {
             CloudError::Chunk(e) => e.kind(),
             CloudError::Key(e) => e.kind(),
             CloudError::Name(_) | CloudError::Worker(_) => ErrorKind::Permanent,
-            CloudError::Malformed(_) => ErrorKind::Corrupt,
+            CloudError::Malformed(_) | CloudError::Damaged(_) => ErrorKind::Corrupt,
         }
     }
 }

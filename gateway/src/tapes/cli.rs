@@ -25,7 +25,7 @@ pub enum TapeCommand {
         #[arg(long, requires = "prefix")]
         count: Option<u32>,
         /// Tape size, e.g. 100GiB, 2.5TiB (100 GiB to 15 TiB; thin).
-        #[arg(long, value_parser = parse_size)]
+        #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
         size: u64,
         /// Where the tape is archived when exported.
         #[arg(long, value_enum, default_value = "GLACIER")]

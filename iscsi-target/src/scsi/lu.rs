@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::pr::SavedReservations;
 use super::sense::Sense;
 
 /// The I_T nexus a command arrived on: which initiator port talks to which
@@ -147,6 +148,26 @@ pub enum ResetKind {
     LogicalUnit,
     /// TARGET WARM RESET / TARGET COLD RESET.
     Target,
+}
+
+/// Where a logical unit keeps what must outlive the process that serves it:
+/// persistent reservations under APTPL (SPC-4 5.14.11) and an ejected
+/// medium. The application stores it with its own record of the unit.
+/// Each call returns once the state is durable: the command that changed
+/// it completes only after, so an initiator never sees a change that a
+/// crash could undo. On `Err` the unit leaves its state as it was and the
+/// command fails.
+pub trait UnitStateStore: Send + Sync {
+    /// `None`: nothing is to persist any more (APTPL cleared).
+    fn save_reservations(&self, reservations: Option<&SavedReservations>) -> std::io::Result<()>;
+    fn save_medium_ejected(&self, ejected: bool) -> std::io::Result<()>;
+}
+
+/// What a [`UnitStateStore`] held when the unit was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedUnitState {
+    pub reservations: Option<SavedReservations>,
+    pub medium_ejected: bool,
 }
 
 /// A logical unit: a disk, a tape drive, a media changer. Implementations are

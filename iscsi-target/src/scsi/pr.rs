@@ -2,9 +2,14 @@
 //! reservation, the access rules for other commands, and PERSISTENT RESERVE
 //! IN/OUT.
 //!
-//! State is kept in memory only: APTPL is accepted but has no effect, and
-//! REPORT CAPABILITIES says so (PTPL_C=0, PTPL_A=0). Reservations do not
-//! survive a restart of the gateway.
+//! State lives in memory. A unit given a [`UnitStateStore`] persists it
+//! through power loss (SPC-4 5.14.11): while the last REGISTER, REGISTER AND
+//! IGNORE EXISTING KEY or REGISTER AND MOVE had APTPL set, every change is
+//! saved before the command completes, and one with APTPL clear removes
+//! the saved state. REPORT CAPABILITIES says PTPL_C=1 for such units and
+//! PTPL_A is the current APTPL; a unit without a store refuses APTPL=1.
+//!
+//! [`UnitStateStore`]: super::lu::UnitStateStore
 //!
 //! Registrations belong to I_T nexuses named by initiator port (iSCSI name
 //! plus ISID) and target port, so they survive the sessions that made them.
@@ -31,20 +36,25 @@ pub enum PrType {
 }
 
 impl PrType {
-    /// From byte 2 of the PERSISTENT RESERVE OUT CDB (scope must be LU_SCOPE).
-    fn from_scope_type(b: u8) -> Result<PrType, Sense> {
-        if b >> 4 != 0 {
-            return Err(Sense::invalid_cdb_field(2, Some(7)));
-        }
-        Ok(match b & 0x0F {
+    /// From the TYPE code (SPC-4 table 169), as CDBs and saved state carry it.
+    pub fn from_code(code: u8) -> Option<PrType> {
+        Some(match code {
             1 => PrType::WriteExclusive,
             3 => PrType::ExclusiveAccess,
             5 => PrType::WriteExclusiveRegistrantsOnly,
             6 => PrType::ExclusiveAccessRegistrantsOnly,
             7 => PrType::WriteExclusiveAllRegistrants,
             8 => PrType::ExclusiveAccessAllRegistrants,
-            _ => return Err(Sense::invalid_cdb_field(2, Some(3))),
+            _ => return None,
         })
+    }
+
+    /// From byte 2 of the PERSISTENT RESERVE OUT CDB (scope must be LU_SCOPE).
+    fn from_scope_type(b: u8) -> Result<PrType, Sense> {
+        if b >> 4 != 0 {
+            return Err(Sense::invalid_cdb_field(2, Some(7)));
+        }
+        PrType::from_code(b & 0x0F).ok_or_else(|| Sense::invalid_cdb_field(2, Some(3)))
     }
 
     fn all_registrants(self) -> bool {
@@ -130,18 +140,29 @@ fn parse_transport_id(b: &[u8], at: usize) -> Result<(PortId, usize), Sense> {
     Ok((PortId { initiator_name: name.to_ascii_lowercase(), isid, target_port: None, relative_port: 0 }, 4 + len))
 }
 
-#[derive(Debug, Clone)]
-struct Registration {
-    key: u64,
-    port: PortId,
+/// A reservation key registered for an I_T nexus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub key: u64,
+    pub port: PortId,
 }
 
-#[derive(Debug, Clone)]
-struct Reservation {
+/// The persistent reservation of a logical unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
     /// The registration that holds it; for all-registrants types every
     /// registrant holds it and this is the one that reserved.
-    holder: PortId,
-    kind: PrType,
+    pub holder: PortId,
+    pub kind: PrType,
+}
+
+/// What a unit saves while APTPL is in force, and restores at open: the
+/// registrations with their I_T nexuses, and the reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedReservations {
+    pub generation: u32,
+    pub registrations: Vec<Registration>,
+    pub reservation: Option<Reservation>,
 }
 
 /// Why a PERSISTENT RESERVE OUT failed.
@@ -166,11 +187,15 @@ pub struct PrUnitAttention {
 }
 
 /// Persistent reservation state of one logical unit.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PersistentReservations {
     generation: u32,
     registrations: Vec<Registration>,
     reservation: Option<Reservation>,
+    /// The unit can persist this state (PTPL_C).
+    ptpl_capable: bool,
+    /// The last PERSISTENT RESERVE OUT that had a valid APTPL bit set it.
+    aptpl: bool,
 }
 
 /// The PERSISTENT RESERVE OUT parameter list (basic form, SPC-4 6.16.3).
@@ -179,6 +204,7 @@ struct OutParams<'a> {
     sa_key: u64,
     spec_i_pt: bool,
     all_tg_pt: bool,
+    aptpl: bool,
     rest: &'a [u8],
 }
 
@@ -191,6 +217,35 @@ fn be32(b: &[u8], at: usize) -> u32 {
 }
 
 impl PersistentReservations {
+    /// The state of a unit that can persist it: empty, or what it saved
+    /// (which was saved under APTPL, so APTPL is in force again).
+    pub fn persistable(saved: Option<SavedReservations>) -> PersistentReservations {
+        match saved {
+            Some(s) => PersistentReservations {
+                generation: s.generation,
+                registrations: s.registrations,
+                reservation: s.reservation,
+                ptpl_capable: true,
+                aptpl: true,
+            },
+            None => PersistentReservations { ptpl_capable: true, ..Default::default() },
+        }
+    }
+
+    /// Whether this state must survive power loss (APTPL in force).
+    pub fn persists(&self) -> bool {
+        self.aptpl
+    }
+
+    /// The state to save.
+    pub fn saved(&self) -> SavedReservations {
+        SavedReservations {
+            generation: self.generation,
+            registrations: self.registrations.clone(),
+            reservation: self.reservation.clone(),
+        }
+    }
+
     fn registration(&self, n: &ItNexus) -> Option<&Registration> {
         self.registrations.iter().find(|r| r.port.matches(n))
     }
@@ -261,10 +316,11 @@ impl PersistentReservations {
             }
             PrInAction::ReportCapabilities => {
                 b.put_u16(8);
-                // CRH: RESERVE/RELEASE coexist per 5.9.3; SIP_C, ATP_C.
-                b.put_u8(0x10 | 0x08 | 0x04);
-                // TMV, ALLOW COMMANDS 001b (SPC-4 table 166).
-                b.put_u8(0x80 | 0x10);
+                // CRH: RESERVE/RELEASE coexist per 5.9.3; SIP_C, ATP_C,
+                // PTPL_C when the unit can persist.
+                b.put_u8(0x10 | 0x08 | 0x04 | self.ptpl_capable as u8);
+                // TMV, ALLOW COMMANDS 001b (SPC-4 table 166), PTPL_A.
+                b.put_u8(0x80 | 0x10 | self.aptpl as u8);
                 b.put_u8(0x80 | 0x40 | 0x20 | 0x08 | 0x02);
                 b.put_u8(0x01);
                 b.put_u16(0);
@@ -311,13 +367,18 @@ impl PersistentReservations {
             return self.register_and_move(n, data);
         }
         let p = parse_out_params(data)?;
+        // APTPL counts only for the registering actions (SPC-4 6.16.3).
+        let registering = matches!(action, PrOutAction::Register | PrOutAction::RegisterAndIgnoreExistingKey);
+        if registering && p.aptpl && !self.ptpl_capable {
+            return Err(Sense::invalid_param_field(20, Some(0)).into());
+        }
         if p.spec_i_pt && action != PrOutAction::Register {
             return Err(Sense::invalid_param_field(20, Some(3)).into());
         }
         if p.all_tg_pt && !matches!(action, PrOutAction::Register | PrOutAction::RegisterAndIgnoreExistingKey) {
             return Err(Sense::invalid_param_field(20, Some(2)).into());
         }
-        match action {
+        let uas = match action {
             PrOutAction::Register => self.register(n, &p, false),
             PrOutAction::RegisterAndIgnoreExistingKey => self.register(n, &p, true),
             PrOutAction::Reserve => self.reserve(n, &p, scope_type).map(|()| Vec::new()),
@@ -325,7 +386,11 @@ impl PersistentReservations {
             PrOutAction::Clear => self.clear(n, &p),
             PrOutAction::Preempt | PrOutAction::PreemptAndAbort => self.preempt(n, &p, scope_type),
             PrOutAction::RegisterAndMove => self.register_and_move(n, data),
+        }?;
+        if registering {
+            self.aptpl = p.aptpl;
         }
+        Ok(uas)
     }
 
     /// The caller's registration, whose key must equal RESERVATION KEY.
@@ -501,6 +566,10 @@ impl PersistentReservations {
         let (key, sa_key) = (be64(data, 0), be64(data, 8));
         let flags = data.get(17).copied().unwrap_or(0);
         let unreg = flags & 0x02 != 0;
+        let aptpl = flags & 0x01 != 0;
+        if aptpl && !self.ptpl_capable {
+            return Err(Sense::invalid_param_field(17, Some(0)).into());
+        }
         let rel_port = u16::from_be_bytes([data.get(18).copied().unwrap_or(0), data.get(19).copied().unwrap_or(0)]);
         let tid_len = be32(data, 20) as usize;
         let me = match self.registration(n) {
@@ -537,6 +606,7 @@ impl PersistentReservations {
             self.registrations.retain(|r| r.port != me);
         }
         self.generation = self.generation.wrapping_add(1);
+        self.aptpl = aptpl;
         Ok(Vec::new())
     }
 }
@@ -556,6 +626,7 @@ fn parse_out_params(data: &[u8]) -> Result<OutParams<'_>, Sense> {
         sa_key: be64(data, 8),
         spec_i_pt,
         all_tg_pt: flags & 0x04 != 0,
+        aptpl: flags & 0x01 != 0,
         rest: data.get(24..).unwrap_or(&[]),
     })
 }

@@ -9,7 +9,9 @@
 //! A disk whose identity is removable behaves like a removable-cartridge
 //! drive (RDX): START STOP UNIT with LOEJ ejects and loads the medium,
 //! PREVENT ALLOW MEDIUM REMOVAL locks it in, and while it is out every
-//! command that needs it reports MEDIUM NOT PRESENT.
+//! command that needs it reports MEDIUM NOT PRESENT. With a
+//! [`UnitStateStore`] an ejected medium stays out across restarts, and
+//! persistent reservations under APTPL survive them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +22,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::block::{BlockDevice, Provisioning};
 use super::cdb::{ByteCheck, DiskCommand, SbcCommand};
 use super::copy::{CopyManager, CopyTargets};
-use super::lu::{DataOutChecksums, ItNexus, LogicalUnit, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus};
+use super::lu::{
+    DataOutChecksums, ItNexus, LogicalUnit, ResetKind, SavedUnitState, ScsiRequest, ScsiResponse, ScsiStatus,
+    UnitStateStore,
+};
 use super::opcodes::{Features, DISK_OPCODES, DISK_SBC};
 use super::range_lock::RangeLock;
 use super::sense::Sense;
@@ -77,6 +82,10 @@ pub struct DiskUnit {
     copies: CopyManager,
     /// Removable units: whether the medium is in. Always true otherwise.
     loaded: AtomicBool,
+    /// Where an ejection is saved; none: the medium is in at every start.
+    store: Option<Arc<dyn UnitStateStore>>,
+    /// Loads and ejections one at a time, so saves land in command order.
+    medium_changes: std::sync::Mutex<()>,
 }
 
 /// The caching mode page (08h): WCE changeable. With WCE clear every write
@@ -111,7 +120,20 @@ impl DiskUnit {
             writes: RangeLock::default(),
             copies: CopyManager::default(),
             loaded: AtomicBool::new(true),
+            store: None,
+            medium_changes: std::sync::Mutex::new(()),
         }
+    }
+
+    /// Keeps persistent reservations (under APTPL) and, for a removable
+    /// unit, an ejected medium in `store`, starting from what it `saved`.
+    pub fn with_state_store(mut self, store: Arc<dyn UnitStateStore>, saved: SavedUnitState) -> DiskUnit {
+        self.core.persist_reservations(store.clone(), saved.reservations);
+        if self.core.identity().removable && saved.medium_ejected {
+            self.loaded.store(false, Ordering::SeqCst);
+        }
+        self.store = Some(store);
+        self
     }
 
     /// The device grew or shrank: every nexus learns it through CAPACITY
@@ -325,6 +347,13 @@ impl DiskUnit {
         }
         if self.core.removal_prevented() {
             return Err(Sense::MEDIUM_REMOVAL_PREVENTED);
+        }
+        let _change = self.medium_changes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(store) = &self.store {
+            store.save_medium_ejected(!start).map_err(|e| {
+                tracing::warn!(error = %e, "cannot save the medium state");
+                Sense::INTERNAL_TARGET_FAILURE
+            })?;
         }
         // No unit attention: the medium that comes back is the same volume,
         // and the nexus that loaded it knows.

@@ -815,3 +815,145 @@ async fn write_hands_transport_checksums_to_a_device_that_keeps_them() {
     assert_eq!(*dev.brought.lock().unwrap(), vec![(8, Some(sums.crcs)), (16, None)]);
     assert_eq!(&dev.mem.data.lock().unwrap()[8 * 512..16 * 512], &data[..]);
 }
+
+/// A [`UnitStateStore`] in memory that records every save, and can be told
+/// to fail.
+#[derive(Default)]
+struct MemStore {
+    reservations: Mutex<Vec<Option<crate::scsi::pr::SavedReservations>>>,
+    ejections: Mutex<Vec<bool>>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl UnitStateStore for MemStore {
+    fn save_reservations(&self, r: Option<&crate::scsi::pr::SavedReservations>) -> io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("disk gone"));
+        }
+        self.reservations.lock().unwrap().push(r.cloned());
+        Ok(())
+    }
+    fn save_medium_ejected(&self, ejected: bool) -> io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("disk gone"));
+        }
+        self.ejections.lock().unwrap().push(ejected);
+        Ok(())
+    }
+}
+
+impl MemStore {
+    fn last_reservations(&self) -> Option<Option<crate::scsi::pr::SavedReservations>> {
+        self.reservations.lock().unwrap().last().cloned()
+    }
+}
+
+fn stored_disk(store: &Arc<MemStore>, saved: SavedUnitState, removable: bool) -> DiskUnit {
+    DiskUnit::new(MemDisk::new(64), DeviceIdentity { removable, ..identity() })
+        .with_state_store(store.clone(), saved)
+}
+
+/// PERSISTENT RESERVE OUT with the APTPL bit (byte 20, bit 0) as given.
+fn prout_aptpl(action: u8, kind: u8, key: u64, sa_key: u64, aptpl: bool) -> ([u8; 10], Vec<u8>) {
+    let (c, mut p) = prout(action, kind, key, sa_key);
+    p[20] = aptpl as u8;
+    (c, p)
+}
+
+const REPORT_CAPABILITIES: [u8; 10] = [0x5E, 2, 0, 0, 0, 0, 0, 0, 8, 0];
+
+#[tokio::test]
+async fn aptpl_saves_every_change_and_a_reopened_unit_restores_it() {
+    let store = Arc::new(MemStore::default());
+    let u = stored_disk(&store, SavedUnitState::default(), false);
+    let (a, b) = (nexus(1), nexus(2));
+    ready(&u, &a).await;
+    ready(&u, &b).await;
+    let caps = run(&u, &a, &REPORT_CAPABILITIES, &[]).await.data_in;
+    assert_eq!((caps[2] & 1, caps[3] & 1), (1, 0), "PTPL_C set, PTPL_A clear before any APTPL");
+    // Without APTPL nothing is saved.
+    let (c, p) = prout(0, 0, 0, 0xB);
+    assert_eq!(run(&u, &b, &c, &p).await.status, ScsiStatus::Good);
+    assert!(store.reservations.lock().unwrap().is_empty());
+    // A registers with APTPL, then reserves: both are saved.
+    let (c, p) = prout_aptpl(0, 0, 0, 0xA, true);
+    assert_eq!(run(&u, &a, &c, &p).await.status, ScsiStatus::Good);
+    let (c, p) = prout(1, 1, 0xA, 0);
+    assert_eq!(run(&u, &a, &c, &p).await.status, ScsiStatus::Good);
+    let saved = store.last_reservations().flatten().expect("saved under APTPL");
+    assert_eq!(saved.registrations.len(), 2);
+    let holder = saved.reservation.clone().expect("the reservation is saved");
+    assert!(holder.holder.matches(&a));
+    assert_eq!(holder.holder.target_port.as_deref(), Some("iqn.test:t,t,0x0001"));
+    assert_eq!(holder.kind, crate::scsi::pr::PrType::WriteExclusive);
+    let caps = run(&u, &a, &REPORT_CAPABILITIES, &[]).await.data_in;
+    assert_eq!(caps[3] & 1, 1, "PTPL_A set");
+
+    // The gateway restarts: a unit opened from the saved state has the
+    // registrations and the reservation, and APTPL stays in force.
+    let reopened = stored_disk(&store, SavedUnitState { reservations: Some(saved), medium_ejected: false }, false);
+    let (a2, b2) = (nexus(1), nexus(2));
+    ready(&reopened, &a2).await;
+    ready(&reopened, &b2).await;
+    let keys = run(&reopened, &b2, &[0x5E, 0, 0, 0, 0, 0, 0, 0, 255, 0], &[]).await.data_in;
+    assert_eq!(&keys[4..8], &[0, 0, 0, 16]);
+    let res = run(&reopened, &b2, &[0x5E, 1, 0, 0, 0, 0, 0, 0, 255, 0], &[]).await.data_in;
+    assert_eq!(&res[8..16], &0xAu64.to_be_bytes());
+    assert_eq!(res[21], 1);
+    assert_eq!(run(&reopened, &b2, &cdb10(0x2A, 0, 1), &[0; 512]).await.status, ScsiStatus::ReservationConflict);
+    assert_eq!(run(&reopened, &a2, &cdb10(0x2A, 0, 1), &[0; 512]).await.status, ScsiStatus::Good);
+    assert_eq!(run(&reopened, &a2, &REPORT_CAPABILITIES, &[]).await.data_in[3] & 1, 1);
+
+    // A registration with APTPL clear ends persistence: the saved state goes.
+    let (c, p) = prout_aptpl(0, 0, 0xB, 0xBB, false);
+    assert_eq!(run(&reopened, &b2, &c, &p).await.status, ScsiStatus::Good);
+    assert_eq!(store.last_reservations(), Some(None));
+    assert_eq!(run(&reopened, &a2, &REPORT_CAPABILITIES, &[]).await.data_in[3] & 1, 0);
+    let saves = store.reservations.lock().unwrap().len();
+    let (c, p) = prout(2, 1, 0xA, 0);
+    assert_eq!(run(&reopened, &a2, &c, &p).await.status, ScsiStatus::Good);
+    assert_eq!(store.reservations.lock().unwrap().len(), saves, "nothing saved without APTPL");
+}
+
+#[tokio::test]
+async fn a_failed_save_fails_the_command_and_changes_nothing() {
+    let store = Arc::new(MemStore::default());
+    let u = stored_disk(&store, SavedUnitState::default(), true);
+    let a = nexus(1);
+    ready(&u, &a).await;
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (c, p) = prout_aptpl(0, 0, 0, 0xA, true);
+    assert_eq!(*check(&run(&u, &a, &c, &p).await), Sense::INTERNAL_TARGET_FAILURE);
+    let keys = run(&u, &a, &[0x5E, 0, 0, 0, 0, 0, 0, 0, 255, 0], &[]).await.data_in;
+    assert_eq!(&keys[4..8], &[0, 0, 0, 0], "the registration was not made");
+    assert_eq!(*check(&run(&u, &a, &EJECT, &[]).await), Sense::INTERNAL_TARGET_FAILURE);
+    assert_eq!(run(&u, &a, &[0, 0, 0, 0, 0, 0], &[]).await.status, ScsiStatus::Good, "the medium stayed in");
+}
+
+#[tokio::test]
+async fn a_unit_without_a_store_refuses_aptpl() {
+    let (u, _) = disk(64);
+    let a = nexus(1);
+    ready(&u, &a).await;
+    let (c, p) = prout_aptpl(0, 0, 0, 0xA, true);
+    assert_eq!(*check(&run(&u, &a, &c, &p).await), Sense::invalid_param_field(20, Some(0)));
+    let caps = run(&u, &a, &REPORT_CAPABILITIES, &[]).await.data_in;
+    assert_eq!(caps[2] & 1, 0, "PTPL_C clear");
+}
+
+#[tokio::test]
+async fn an_ejected_medium_stays_out_across_a_restart() {
+    let store = Arc::new(MemStore::default());
+    let u = stored_disk(&store, SavedUnitState::default(), true);
+    let a = nexus(1);
+    ready(&u, &a).await;
+    assert_eq!(run(&u, &a, &EJECT, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(*store.ejections.lock().unwrap(), [true]);
+    let reopened = stored_disk(&store, SavedUnitState { reservations: None, medium_ejected: true }, true);
+    let a2 = nexus(1);
+    assert_eq!(*check(&run(&reopened, &a2, &[0, 0, 0, 0, 0, 0], &[]).await), Sense::POWER_ON_RESET);
+    assert_eq!(*check(&run(&reopened, &a2, &[0, 0, 0, 0, 0, 0], &[]).await), Sense::MEDIUM_NOT_PRESENT);
+    assert_eq!(run(&reopened, &a2, &LOAD, &[]).await.status, ScsiStatus::Good);
+    assert_eq!(*store.ejections.lock().unwrap(), [true, false]);
+    assert_eq!(run(&reopened, &a2, &[0, 0, 0, 0, 0, 0], &[]).await.status, ScsiStatus::Good);
+}

@@ -16,7 +16,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::cdb::{PageControl, SpcCommand};
 use super::lu::{ItNexus, ResetKind, ScsiRequest, ScsiResponse, ScsiStatus};
 use super::opcodes::{Access, Features, OpDesc, OpcodeTable};
-use super::pr::{PersistentReservations, PrError, PrUnitAttention, ISCSI_PROTOCOL_ID};
+use super::lu::UnitStateStore;
+use super::pr::{PersistentReservations, PrError, PrUnitAttention, SavedReservations, ISCSI_PROTOCOL_ID};
 use super::sense::Sense;
 
 /// SCSI peripheral device types this project emulates.
@@ -162,6 +163,8 @@ pub struct SpcCore {
     identity: DeviceIdentity,
     device_type: DeviceType,
     state: Mutex<CoreState>,
+    /// Where persistent reservations under APTPL go; none: APTPL refused.
+    store: Option<Arc<dyn UnitStateStore>>,
 }
 
 impl SpcCore {
@@ -180,7 +183,15 @@ impl SpcCore {
                 pr: PersistentReservations::default(),
                 pages: device_pages,
             }),
+            store: None,
         }
+    }
+
+    /// Persistent reservations under APTPL go to `store`, and start from
+    /// what it `saved`.
+    pub fn persist_reservations(&mut self, store: Arc<dyn UnitStateStore>, saved: Option<SavedReservations>) {
+        self.state.get_mut().unwrap_or_else(|e| e.into_inner()).pr = PersistentReservations::persistable(saved);
+        self.store = Some(store);
     }
 
     pub fn identity(&self) -> &DeviceIdentity {
@@ -620,8 +631,14 @@ impl SpcCore {
         if st.reserved_by.is_some_and(|id| id != nexus.id) {
             return ScsiResponse::status(ScsiStatus::ReservationConflict);
         }
-        match st.pr.out(nexus, action, scope_type, param_len, data) {
+        // Run on a copy: the change takes effect only once it is saved.
+        let mut next = st.pr.clone();
+        match next.out(nexus, action, scope_type, param_len, data) {
             Ok(uas) => {
+                if let Err(sense) = self.save_reservations(&st.pr, &next) {
+                    return ScsiResponse::check(sense);
+                }
+                st.pr = next;
                 for PrUnitAttention { to, sense } in uas {
                     push_ua(&mut st, |n| to.matches(n) && n.id != nexus.id, &sense);
                 }
@@ -630,6 +647,25 @@ impl SpcCore {
             Err(PrError::Conflict) => ScsiResponse::status(ScsiStatus::ReservationConflict),
             Err(PrError::Check(s)) => ScsiResponse::check(s),
         }
+    }
+
+    /// Saves `next` if APTPL is in force for it, or removes the saved state
+    /// if APTPL was in force for `previous` only. Under the state lock, so
+    /// saves land in command order; PERSISTENT RESERVE OUT is rare enough
+    /// that blocking other commands of this unit for one save is cheap.
+    fn save_reservations(&self, previous: &PersistentReservations, next: &PersistentReservations) -> Result<(), Sense> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let result = if next.persists() {
+            store.save_reservations(Some(&next.saved()))
+        } else if previous.persists() {
+            store.save_reservations(None)
+        } else {
+            return Ok(());
+        };
+        result.map_err(|e| {
+            tracing::warn!(error = %e, "cannot save persistent reservations");
+            Sense::INTERNAL_TARGET_FAILURE
+        })
     }
 
     // ---- Task management and nexus life ----
