@@ -267,7 +267,10 @@ pub async fn delete_volume_with(s: &AppState, name: &str, force: bool) -> Result
             format!("volume {name} is in use by {}: log them out, or delete with force", initiators.join(", ")),
         ));
     }
-    s.iscsi.end_sessions_of(&info.target_iqn);
+    if !initiators.is_empty() {
+        tracing::info!(volume = %info.name, initiators = %initiators.join(", "), "forced delete: logging out the initiators");
+    }
+    s.iscsi.log_out_sessions_of(&info.target_iqn).await;
     s.volumes.delete(name).await?;
     tracing::info!(volume = %info.name, "volume deleted");
     Ok(())

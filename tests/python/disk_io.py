@@ -10,6 +10,10 @@ Steps, each printed as one line `STEP: OUTCOME`:
     read MIB COUNT BYTE    READ(10), then checks every byte is BYTE
                            (`MISMATCH at MiB n` otherwise)
     sync                   SYNCHRONIZE CACHE(10)
+    tur                    TEST UNIT READY
+    hold                   prints `hold: logged in`, then waits for a line on
+                           stdin (the session stays logged in meanwhile)
+A step whose session has gone prints `STEP: ERROR <why>`.
 The exit status is 0 once every step ran, whatever the outcomes."""
 
 import argparse
@@ -59,12 +63,22 @@ def main():
     steps = list(a.steps)
     while steps:
         op = steps.pop(0)
-        if op == "sync":
-            print("sync: %s" % s.execute(cdb10(0x35, 0, 0)).describe(), flush=True)
+        if op == "hold":
+            print("hold: logged in", flush=True)
+            sys.stdin.readline()
             continue
-        mib, count, byte = int(steps.pop(0)), int(steps.pop(0)), int(steps.pop(0), 0)
-        run = write if op == "write" else read
-        print("%s %d %d: %s" % (op, mib, count, run(s, mib, count, byte)), flush=True)
+        try:
+            if op == "sync":
+                print("sync: %s" % s.execute(cdb10(0x35, 0, 0)).describe(), flush=True)
+            elif op == "tur":
+                print("tur: %s" % s.execute(bytes(6)).describe(), flush=True)
+            else:
+                mib, count, byte = int(steps.pop(0)), int(steps.pop(0)), int(steps.pop(0), 0)
+                run = write if op == "write" else read
+                print("%s %d %d: %s" % (op, mib, count, run(s, mib, count, byte)), flush=True)
+        except sgw_scsi.ScsiError as e:
+            s.broken = True
+            print("%s: ERROR %s" % (op, e), flush=True)
     s.close()
 
 

@@ -1,5 +1,6 @@
 # Sourced by guestlab-disk.sh and guestlab-tape.sh: finds the guest lab,
-# installs the guest's qemu, builds the image and sgw, and starts a scratch
+# installs the guest's qemu, builds the image and sgw (unless SGW_BIN names
+# one), and starts a scratch
 # sgw on free loopback ports with the extra `serve` flags in the caller's
 # SERVE_ARGS array (if any), claimed with --activate-from, and waits until
 # it is ready. Sets LAB, SGW, ISCSI, API (the plain-HTTP port: health and
@@ -16,9 +17,14 @@ if ! command -v qemu-system-x86_64 >/dev/null; then
 fi
 "$LAB/build.sh"
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -p gateway --bin sgw
-SGW="$CARGO_TARGET_DIR/release/sgw"
+# The binary run-all.sh has just built and tested (SGW_BIN), or a fresh build.
+if [ -n "${SGW_BIN:-}" ] && [ -x "$SGW_BIN" ]; then
+  SGW=$SGW_BIN
+else
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+  cargo build --release -p gateway --bin sgw
+  SGW="$CARGO_TARGET_DIR/release/sgw"
+fi
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ISCSI=$(port); API=$(port); HTTPS=$(port)
 DATA=$(mktemp -d)

@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE=${1:-200GiB}
 COUNT=${2:-3}
+# The cache is reserved on disk at start: 4 GiB holds what btape writes.
+SERVE_ARGS=(--cache-size 4GiB)
 . tests/scripts/guestlab-common.sh
 for i in $(seq "$COUNT"); do
   api tape create --barcode "$(printf 'LAB%03dL6' "$i")" --size "$SIZE"

@@ -26,8 +26,35 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --release --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 
+# A real Linux kernel initiator: the guest lab's disk-openiscsi and
+# tape-openiscsi scenarios (open-iscsi, ext4 and fio; st, ch, mtx, mt, tar
+# and Bacula's btape), strict, against a scratch sgw each. The lab lives
+# beside the repository (../shared/guestlab) or where GUESTLAB says; its
+# guest image is built once (Debian packages, about 3 minutes) and kept in
+# ~/.cache/guestlab between runs on the same machine.
+lab_dir=${GUESTLAB:-../shared/guestlab}
+if [ -x "$lab_dir/run.sh" ]; then
+  lab_line="guest lab:"
+  for scenario in disk tape; do
+    lab_log="$log.guestlab-$scenario"
+    if LAB_QUIET=1 timeout 1800 "tests/scripts/guestlab-$scenario.sh" >"$lab_log" 2>&1; then
+      lab_line="$lab_line $scenario-openiscsi PASS"
+    else
+      lab_line="$lab_line $scenario-openiscsi FAIL"
+      status=1
+      echo "=== guest lab $scenario-openiscsi failed; its last lines:"
+      tail -n 80 "$lab_log"
+    fi
+    grep -E '^(PASS|FAIL) ' "$lab_log" | tail -n 1 || true
+    rm -f "$lab_log"
+  done
+else
+  lab_line="guest lab: SKIPPED (none at $lab_dir; set GUESTLAB to run the kernel-initiator scenarios)"
+fi
+
 # One closing line over every test binary (cargo prints one per binary,
 # and the last ones are crates without tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+echo "$lab_line"
 exit "$status"

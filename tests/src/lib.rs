@@ -13,6 +13,32 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+/// A script of `tests/python`.
+pub fn python_script(name: &str) -> String {
+    format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Skips (returns false), or fails under SGW_REQUIRE_PEERS, saying `why`.
+pub fn skip(why: &str) -> bool {
+    if std::env::var_os("SGW_REQUIRE_PEERS").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPING: {why}");
+    false
+}
+
+/// Whether the Python SCSI client (`tests/python/sgw_scsi.py`: python3 and
+/// libiscsi.so.7) can run; a test without it skips.
+pub fn have_scsi_client() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import ctypes; ctypes.CDLL('libiscsi.so.7')"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok || skip("python3 with libiscsi.so.7 is required (run tests/scripts/install-deps.sh)")
+}
+
 /// The `sgw` binary under test: `$SGW_BIN`, or the one next to the test
 /// executable's build directory.
 pub fn sgw_bin() -> PathBuf {

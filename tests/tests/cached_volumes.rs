@@ -476,6 +476,7 @@ fn states_and_metrics() {
         "sgw_volume_recovery_points_total{volume=\"m\"}",
         "sgw_cache_total_bytes",
         "sgw_upload_buffer_percent_used",
+        "sgw_upload_buffer_percent_dirty",
         "sgw_upload_buffer_used_bytes",
         "sgw_upload_buffer_free_bytes",
         "sgw_cloud_request_seconds_bucket",

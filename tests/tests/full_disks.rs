@@ -14,40 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sgw_tests::{free_port, run, sgw_bin, text, Gateway, GatewayOptions};
+use sgw_tests::{free_port, have_scsi_client, python_script, run, sgw_bin, skip, text, Gateway, GatewayOptions};
 
 const MIB: u64 = 1 << 20;
-
-fn script(name: &str) -> String {
-    format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Skips (or fails, under SGW_REQUIRE_PEERS) with `why`.
-fn skip(why: &str) -> bool {
-    if std::env::var_os("SGW_REQUIRE_PEERS").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("SKIPPING: {why}");
-    false
-}
-
-/// The Python SCSI client needs python3 and libiscsi.so.7.
-fn have_scsi_client() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import ctypes; ctypes.CDLL('libiscsi.so.7')"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok || skip("python3 with libiscsi.so.7 is required (run tests/scripts/install-deps.sh)")
-}
 
 /// Runs `tests/python/disk_io.py` steps against a volume; one output line
 /// per step.
 fn disk_io(gw: &Gateway, iqn: &str, steps: &[&str]) -> Vec<String> {
     let portal = format!("127.0.0.1:{}", gw.iscsi_port);
     let out = run(
-        Command::new("python3").arg(script("disk_io.py")).args(["--portal", &portal, "--target", iqn]).args(steps),
+        Command::new("python3").arg(python_script("disk_io.py")).args(["--portal", &portal, "--target", iqn]).args(steps),
         Duration::from_secs(120),
     );
     assert!(out.status.success(), "disk_io.py {steps:?}:\n{}", text(&out));

@@ -7,35 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sgw_tests::{free_port, run, text, Gateway, GatewayOptions};
+use sgw_tests::{free_port, have_scsi_client, python_script, run, text, Gateway, GatewayOptions};
 
 const MIB: u64 = 1 << 20;
-
-fn script(name: &str) -> String {
-    format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The Python SCSI client needs python3 and libiscsi.so.7; skips (or fails,
-/// under SGW_REQUIRE_PEERS) without them.
-fn have_scsi_client() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import ctypes; ctypes.CDLL('libiscsi.so.7')"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var_os("SGW_REQUIRE_PEERS").is_none(), "python3 with libiscsi.so.7 is required");
-        eprintln!("SKIPPING: python3 with libiscsi.so.7 is required (run tests/scripts/install-deps.sh)");
-    }
-    ok
-}
 
 /// Runs `tests/python/pr_state.py` steps; one output line per step.
 fn pr_state(gw: &Gateway, iqn: &str, steps: &[&str]) -> Vec<String> {
     let portal = format!("127.0.0.1:{}", gw.iscsi_port);
     let out = run(
-        Command::new("python3").arg(script("pr_state.py")).args(["--portal", &portal, "--target", iqn]).args(steps),
+        Command::new("python3").arg(python_script("pr_state.py")).args(["--portal", &portal, "--target", iqn]).args(steps),
         Duration::from_secs(60),
     );
     assert!(out.status.success(), "pr_state.py {steps:?}:\n{}\n{}", text(&out), gw.log_text());

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sgw_tests::s3::Moto;
-use sgw_tests::{run, text, Gateway, GatewayOptions};
+use sgw_tests::{have_scsi_client, python_script, run, text, Gateway, GatewayOptions};
 
 const CHANGER: &str = "iqn.2026-11.org.sgw:tape:changer";
 
@@ -15,32 +15,10 @@ fn drive(n: usize) -> String {
     format!("iqn.2026-11.org.sgw:tape:drive-{n:02}")
 }
 
-fn script(name: &str) -> String {
-    format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The Python client needs python3 and libiscsi.so.7; without them the
-/// tests skip, unless SGW_REQUIRE_PEERS is set.
-fn have_tape_client() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import ctypes; ctypes.CDLL('libiscsi.so.7')"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("SGW_REQUIRE_PEERS").is_some() {
-            panic!("python3 with libiscsi.so.7 is required (run tests/scripts/install-deps.sh)");
-        }
-        eprintln!("SKIPPING: python3 or libiscsi.so.7 missing (run tests/scripts/install-deps.sh)");
-    }
-    ok
-}
-
 fn python(gw: &Gateway, name: &str, drive_n: usize, args: &[&str]) -> std::process::Output {
     let portal = format!("127.0.0.1:{}", gw.iscsi_port);
     let mut cmd = Command::new("python3");
-    cmd.arg(script(name)).args(["--portal", &portal, "--changer", CHANGER, "--drive", &drive(drive_n)]).args(args);
+    cmd.arg(python_script(name)).args(["--portal", &portal, "--changer", CHANGER, "--drive", &drive(drive_n)]).args(args);
     run(&mut cmd, Duration::from_secs(300))
 }
 
@@ -125,7 +103,7 @@ fn backup_job(gw: &Gateway, inspect: impl Fn() -> String) {
 
 #[test]
 fn backup_job_archives_and_retrieves_on_the_embedded_store() {
-    if !have_tape_client() {
+    if !have_scsi_client() {
         return;
     }
     let gw = Gateway::start();
@@ -140,7 +118,7 @@ fn backup_job_archives_and_retrieves_on_the_embedded_store() {
 
 #[test]
 fn backup_job_archives_and_retrieves_on_moto() {
-    if !have_tape_client() {
+    if !have_scsi_client() {
         return;
     }
     let Some(moto) = Moto::start() else { return };
@@ -160,7 +138,7 @@ fn backup_job_archives_and_retrieves_on_moto() {
 
 #[test]
 fn worm_tape_appends_and_refuses_overwrites() {
-    if !have_tape_client() {
+    if !have_scsi_client() {
         return;
     }
     let gw = Gateway::start();
@@ -179,7 +157,7 @@ fn small_tape_options(dir: &std::path::Path) -> GatewayOptions {
 
 #[test]
 fn small_tape_reports_early_warning_then_volume_overflow() {
-    if !have_tape_client() {
+    if !have_scsi_client() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -244,14 +222,14 @@ fn barcode_and_size_rules_are_enforced() {
 
 #[test]
 fn sigkill_during_a_tape_write_keeps_everything_up_to_the_last_filemark() {
-    if !have_tape_client() {
+    if !have_scsi_client() {
         return;
     }
     let mut gw = Gateway::start();
     cli_ok(&gw, &["tape", "create", "--barcode", "CRASH001", "--size", "100GiB"]);
     let portal = format!("127.0.0.1:{}", gw.iscsi_port);
     let mut writer = Command::new("python3")
-        .arg(script("tape_crash.py"))
+        .arg(python_script("tape_crash.py"))
         .args(["write", "--portal", &portal, "--changer", CHANGER, "--drive", &drive(5), "--barcode", "CRASH001"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -302,7 +280,7 @@ fn sigkill_during_a_tape_write_keeps_everything_up_to_the_last_filemark() {
 /// then RETRIEVED, and the tape reads.
 #[test]
 fn retrieval_waits_for_restores_from_deep_archive() {
-    if !have_tape_client() {
+    if !have_scsi_client() {
         return;
     }
     let work = tempfile::tempdir().expect("tempdir");

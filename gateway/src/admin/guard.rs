@@ -88,6 +88,25 @@ pub fn json_error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// Gives an error answer that the router made without a body (axum's 405
+/// for a method a path does not have, for one) the JSON `{"error"}` every
+/// other error has, keeping its headers (`Allow`).
+pub async fn explain_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || response.headers().contains_key(header::CONTENT_TYPE) {
+        return response;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed for this path".to_string(),
+        other => other.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let explained = json_error(status, &message);
+    parts.headers.extend(explained.headers().clone());
+    Response::from_parts(parts, explained.into_body())
+}
+
 fn is_api(path: &str) -> bool {
     path.starts_with("/api/") || path == "/metrics"
 }

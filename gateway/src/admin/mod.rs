@@ -81,7 +81,9 @@ pub fn management_router(plane: Arc<Plane>, running: Option<crate::console::Cons
             guard::json_error(axum::http::StatusCode::SERVICE_UNAVAILABLE, "the gateway is starting")
         }),
     };
-    router.layer(axum::middleware::from_fn_with_state(plane, guard::guard))
+    router
+        .layer(axum::middleware::map_response(guard::explain_bare_errors))
+        .layer(axum::middleware::from_fn_with_state(plane, guard::guard))
 }
 
 /// What the activation form offers, and an activation's answer.

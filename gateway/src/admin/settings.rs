@@ -186,17 +186,21 @@ mod tests {
 
     #[test]
     fn a_cache_disk_counts_the_blocks_it_holds() {
+        use std::os::fd::AsRawFd;
         let tmp = tempfile::tempdir().unwrap();
         let disk = tmp.path().join("disk0.img");
         let (avail, total) = crate::files::free_space(tmp.path()).unwrap();
         let usable = avail - total / 100 * RESERVED_PERCENT;
-        let e = check_cache_disk_space(&disk, usable + (64 << 20)).unwrap_err();
+        let e = check_cache_disk_space(&disk, usable + (256 << 20)).unwrap_err();
         assert!(e.error.contains("at most"), "{}", e.error);
-        // A disk file holding 96 MiB: that much less is free, but it is the
-        // cache's own (margins of 32 MiB for other writers meanwhile).
-        std::fs::write(&disk, vec![1u8; 96 << 20]).unwrap();
-        std::fs::File::open(&disk).unwrap().sync_all().unwrap();
-        let size = usable - (32 << 20);
+        // A disk file holding 512 MiB (allocated, not written): a size
+        // halfway between the free space and the free space plus the file's
+        // blocks fits only when those count. The margins of 256 MiB absorb
+        // other writers on this filesystem (tests run beside other jobs).
+        let file = std::fs::File::create(&disk).unwrap();
+        assert_eq!(unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, 512 << 20) }, 0, "fallocate");
+        let (avail, total) = crate::files::free_space(tmp.path()).unwrap();
+        let size = avail - total / 100 * RESERVED_PERCENT + (256 << 20);
         assert!(check_cache_space(tmp.path(), size).is_err(), "the free space alone is short");
         assert!(check_cache_disk_space(&disk, size).is_ok(), "with the file's blocks it fits");
     }

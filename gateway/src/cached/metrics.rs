@@ -26,6 +26,7 @@ pub struct VolumeMetrics {
     pub cache_hit_percent: Gauge,
     pub cache_total_bytes: IntGauge,
     pub upload_buffer_percent_used: Gauge,
+    pub upload_buffer_percent_dirty: Gauge,
     pub upload_buffer_used_bytes: IntGauge,
     pub upload_buffer_free_bytes: IntGauge,
     pub queued_writes_bytes: IntGauge,
@@ -83,6 +84,10 @@ impl VolumeMetrics {
                 "sgw_upload_buffer_percent_used",
                 "Upload buffer in use, percent: data not yet uploaded over the share of the cache it may take (UploadBufferPercentUsed)",
             )?,
+            upload_buffer_percent_dirty: Gauge::new(
+                "sgw_upload_buffer_percent_dirty",
+                "Written data still to upload over the upload buffer, percent: the used share without the copy-on-write bases that wait for a flush",
+            )?,
             upload_buffer_used_bytes: IntGauge::new(
                 "sgw_upload_buffer_used_bytes",
                 "Data in the cache not yet uploaded (UploadBufferUsedBytes)",
@@ -110,6 +115,7 @@ impl VolumeMetrics {
         registry.register(Box::new(m.cache_hit_percent.clone()))?;
         registry.register(Box::new(m.cache_total_bytes.clone()))?;
         registry.register(Box::new(m.upload_buffer_percent_used.clone()))?;
+        registry.register(Box::new(m.upload_buffer_percent_dirty.clone()))?;
         registry.register(Box::new(m.upload_buffer_used_bytes.clone()))?;
         registry.register(Box::new(m.upload_buffer_free_bytes.clone()))?;
         registry.register(Box::new(m.queued_writes_bytes.clone()))?;

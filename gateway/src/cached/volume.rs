@@ -786,6 +786,7 @@ impl CachedVolume {
         m.cache_percent_dirty.set(percent(s.dirty_bytes, s.capacity_bytes));
         let buffer = engine.cache.upload_buffer_bytes();
         m.upload_buffer_percent_used.set(percent(s.dirty_bytes, buffer).min(100.0));
+        m.upload_buffer_percent_dirty.set(percent(s.upload_backlog_bytes, buffer).min(100.0));
         m.upload_buffer_used_bytes.set(s.dirty_bytes as i64);
         m.upload_buffer_free_bytes.set(buffer.saturating_sub(s.dirty_bytes) as i64);
         engine.metrics.queued_writes_bytes.set(s.upload_backlog_bytes as i64);

@@ -878,6 +878,7 @@ async fn normal_session(
         target: target.name.clone(),
         tsih: est.tsih,
         stop: stop.clone(),
+        logout: CancellationToken::new(),
         window: CmdWindow::new(est.cmd_sn, server.config.queue_depth),
         tasks: Mutex::new(HashMap::new()),
         hangup: HangupProbe::new(rd.get_ref().as_ref()).ok(),
@@ -916,6 +917,7 @@ async fn normal_session(
         server.config.nop_timeout,
         stop.clone(),
     ));
+    let logout_task = tokio::spawn(super::logout::on_request(shared.logout.clone(), tx.clone(), stop.clone()));
     let max_pdu = params.initiator_max_recv_data_segment_length as usize;
     let mut s = Session {
         server: server.clone(),
@@ -1009,6 +1011,7 @@ async fn normal_session(
     // Flush what is queued (a logout response), then end the helpers.
     drop(s.tx);
     keepalive_task.abort();
+    logout_task.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), writer_task).await;
     stop.cancel();
     server.registry.remove(&initiator, est.isid, &shared);

@@ -9,6 +9,7 @@ pub mod dataout;
 #[cfg(not(fuzzing))]
 mod dataout;
 mod hangup;
+mod logout;
 mod registry;
 mod response;
 mod seq;
@@ -209,8 +210,19 @@ impl Server {
         Ok(())
     }
 
-    /// Ends every session logged in to `target` (the target is going away).
-    pub fn end_sessions_of(&self, target: &str) {
+    /// Logs out every session of `target` (the target is going away):
+    /// each is asked to log out (`logout.rs`), and those still there after
+    /// the grace are ended. Returns once none is left.
+    pub async fn log_out_sessions_of(&self, target: &str) {
+        for s in self.registry.of_target(target) {
+            s.logout.cancel();
+        }
+        // Bounded: a session the grace ended leaves the registry once its
+        // writer has flushed (at most a few seconds more).
+        let deadline = Instant::now() + Duration::from_secs(u64::from(logout::GRACE_SECS) + 6);
+        while !self.registry.of_target(target).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.registry.end_target(target);
     }
 

@@ -28,6 +28,8 @@ pub struct SessionShared {
     pub tsih: u16,
     /// Cancelled to end the session (reinstatement, reset, shutdown).
     pub stop: CancellationToken,
+    /// Cancelled to ask the initiator to log out (see `logout`).
+    pub logout: CancellationToken,
     pub window: CmdWindow,
     pub tasks: Mutex<HashMap<u32, RunningTask>>,
     /// None when the socket could not be duplicated (out of descriptors):
@@ -175,6 +177,7 @@ mod tests {
             target: target.into(),
             tsih: id as u16,
             stop: CancellationToken::new(),
+            logout: CancellationToken::new(),
             window: CmdWindow::new(1, 16),
             tasks: Mutex::new(HashMap::new()),
             hangup: HangupProbe::new(socket).ok(),
