@@ -16,7 +16,6 @@ Steps, each printed as one line `STEP: OUTCOME`:
 A step whose session has gone prints `STEP: ERROR <why>`.
 The exit status is 0 once every step ran, whatever the outcomes."""
 
-import argparse
 import struct
 import sys
 
@@ -51,16 +50,7 @@ def read(s, mib, count, byte):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--portal", required=True)
-    p.add_argument("--target", required=True)
-    p.add_argument("steps", nargs="+")
-    a = p.parse_args()
-    s = sgw_scsi.Session(a.portal, a.target, timeout=60)
-    # The first command after login gets the power-on unit attention.
-    for _ in range(2):
-        s.execute(bytes(6))
-    steps = list(a.steps)
+    s, steps = sgw_scsi.step_client(timeout=60)
     while steps:
         op = steps.pop(0)
         if op == "hold":

@@ -14,7 +14,6 @@ Steps, each printed as one line `STEP: OUTCOME`:
 A command that does not succeed prints `STATUS sense=KEY/ASC/ASCQ`.
 The exit status is 0 once every step ran, whatever the outcomes."""
 
-import argparse
 import struct
 import sys
 
@@ -41,15 +40,7 @@ def prin(s, action):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--portal", required=True)
-    p.add_argument("--target", required=True)
-    p.add_argument("steps", nargs="+")
-    a = p.parse_args()
-    s = sgw_scsi.Session(a.portal, a.target, timeout=30)
-    # The first command after login gets the power-on unit attention.
-    s.execute(bytes(6))
-    steps = list(a.steps)
+    s, steps = sgw_scsi.step_client(timeout=30)
     while steps:
         op = steps.pop(0)
         if op == "register":

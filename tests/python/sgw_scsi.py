@@ -415,6 +415,22 @@ class Session:
 
 # ------------------------------------------------------------------ SSC
 
+def step_client(timeout=60):
+    """For the test clients that take `--portal P --target IQN STEP...`:
+    parses those, logs in, clears the power-on unit attention (the first
+    commands after login get it) and returns the session and the steps."""
+    import argparse
+    p = argparse.ArgumentParser()
+    p.add_argument("--portal", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("steps", nargs="+")
+    a = p.parse_args()
+    s = Session(a.portal, a.target, timeout=timeout)
+    for _ in range(2):
+        s.execute(bytes(6))
+    return s, list(a.steps)
+
+
 def _u24(n):
     if n < 0:
         n &= 0xFFFFFF

@@ -13,6 +13,18 @@ use std::time::{Duration, Instant};
 
 pub use tempfile::TempDir;
 
+/// Polls `check` every 200 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check()
+}
+
 /// A script of `tests/python`.
 pub fn python_script(name: &str) -> String {
     format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"))

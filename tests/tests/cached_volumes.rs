@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sgw_tests::s3::Moto;
-use sgw_tests::{free_port, have_tool, run, text, Gateway, GatewayOptions};
+use sgw_tests::{free_port, have_tool, run, text, wait_until, Gateway, GatewayOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -25,18 +25,6 @@ fn qemu_io(url: &str, cmds: &[String], limit: Duration) -> Output {
 fn assert_qemu_ok(out: &Output, what: &str) {
     let t = text(out);
     assert!(out.status.success() && !t.contains("failed") && !t.contains("error"), "{what}:\n{t}");
-}
-
-/// Polls `check` every 200 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    check()
 }
 
 fn sha256(path: &Path) -> String {

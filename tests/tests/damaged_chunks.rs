@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use sgw_tests::{have_tool, run, sgw_bin, text, Gateway, GatewayOptions};
+use sgw_tests::{have_tool, run, sgw_bin, text, wait_until, Gateway, GatewayOptions};
 
 const MIB: u64 = 1 << 20;
 /// Chunk 1 of 1 MiB chunks, in 512-byte blocks.
@@ -28,17 +28,6 @@ fn qemu_io(url: &str, cmds: &[&str]) -> Output {
 fn qemu_ok(out: &Output) -> bool {
     let t = text(out);
     out.status.success() && !t.contains("failed") && !t.contains("error")
-}
-
-fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    check()
 }
 
 /// The chunk objects of the embedded store under `dir`.

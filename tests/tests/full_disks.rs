@@ -11,10 +11,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use sgw_tests::{free_port, have_scsi_client, python_script, run, sgw_bin, skip, text, Gateway, GatewayOptions};
+use sgw_tests::{free_port, have_scsi_client, python_script, run, sgw_bin, skip, text, wait_until, Gateway, GatewayOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -32,18 +32,6 @@ fn disk_io(gw: &Gateway, iqn: &str, steps: &[&str]) -> Vec<String> {
 
 fn assert_all_good(lines: &[String], what: &str) {
     assert!(!lines.is_empty() && lines.iter().all(|l| l.ends_with(": GOOD")), "{what}: {lines:?}");
-}
-
-/// Polls `check` every 200 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    check()
 }
 
 fn health(gw: &Gateway) -> serde_json::Value {

@@ -4,7 +4,7 @@
 //! presentation flags (removable, CHAP, the initiator list).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use sgw_tests::{free_port, have_scsi_client, python_script, run, text, Gateway, GatewayOptions};
