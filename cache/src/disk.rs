@@ -56,14 +56,13 @@ impl Disk {
     /// a synced header.
     pub fn create(path: &Path, size_bytes: u64, cache_id: u64, disk_id: u32, chunk_size: u32, faults: FaultHook) -> Result<Disk> {
         let io = |source| Error::Disk { path: path.display().to_string(), source };
-        let slots = size_bytes.saturating_sub(HEADER_BYTES) / u64::from(chunk_size);
-        let slots = u32::try_from(slots)
+        let wanted = disk_file_bytes(size_bytes, chunk_size);
+        let slots = u32::try_from((wanted - HEADER_BYTES) / u64::from(chunk_size))
             .map_err(|_| Error::Invalid(format!("{} has more than 2^32 slots", path.display())))?;
         if slots == 0 {
             return Err(Error::Invalid(format!("{} is too small for one slot", path.display())));
         }
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
-        let wanted = HEADER_BYTES + u64::from(slots) * u64::from(chunk_size);
         if file.metadata().map_err(io)?.is_file() {
             file.set_len(wanted).map_err(io)?;
             reserve(&file, wanted).map_err(io)?;
@@ -243,6 +242,13 @@ impl Disk {
 /// system filled by something else then failed cache writes long after a
 /// start that found room. File systems that cannot reserve (EOPNOTSUPP:
 /// ZFS, some network file systems) keep a sparse file.
+/// The bytes of a disk of `size_bytes` as a regular file: the header and
+/// the whole slots that fit.
+pub fn disk_file_bytes(size_bytes: u64, chunk_size: u32) -> u64 {
+    let chunk = u64::from(chunk_size.max(1));
+    HEADER_BYTES + size_bytes.saturating_sub(HEADER_BYTES) / chunk * chunk
+}
+
 fn reserve(file: &File, len: u64) -> std::io::Result<()> {
     let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
     loop {

@@ -117,6 +117,7 @@ mod writeback;
 
 pub use cache::{Cache, CacheFault};
 pub use config::{CacheConfig, DiskSpec};
+pub use disk::disk_file_bytes;
 pub use error::{Error, ErrorKind, Result};
 pub use faults::{FaultHook, IoFaults, IoOp};
 pub use offload::{Offload, OFFLOAD_MIN_BYTES};

@@ -40,6 +40,9 @@ pub struct Config {
     pub cache_disk: Option<PathBuf>,
     /// Seconds between recovery points of each changed cached volume.
     pub recovery_point_interval_secs: u64,
+    /// Seconds between sweeps of the bucket for objects nothing references
+    /// (the first runs within two minutes of start).
+    pub garbage_sweep_interval_secs: u64,
     /// On SIGTERM, how long uploads may run to commit a final recovery
     /// point of every changed volume before the daemon exits anyway.
     pub shutdown_timeout_secs: u64,
@@ -79,6 +82,7 @@ impl Default for Config {
             cache_size: 16 << 30,
             cache_disk: None,
             recovery_point_interval_secs: 300,
+            garbage_sweep_interval_secs: 24 * 3600,
             shutdown_timeout_secs: 60,
             key_file: None,
             cloud: None,
@@ -139,6 +143,7 @@ pub struct ConfigFile {
     pub cache_size: Option<u64>,
     pub cache_disk: Option<PathBuf>,
     pub recovery_point_interval_secs: Option<u64>,
+    pub garbage_sweep_interval_secs: Option<u64>,
     pub shutdown_timeout_secs: Option<u64>,
     pub key_file: Option<PathBuf>,
     pub cloud: Option<CloudConfig>,
@@ -236,6 +241,9 @@ impl Config {
         }
         if let Some(v) = f.recovery_point_interval_secs {
             self.recovery_point_interval_secs = v.max(1);
+        }
+        if let Some(v) = f.garbage_sweep_interval_secs {
+            self.garbage_sweep_interval_secs = v.max(1);
         }
         if let Some(v) = f.key_file {
             self.key_file = Some(v);

@@ -16,7 +16,7 @@ use crate::admin::{tls, Plane, PlaneOptions};
 use crate::api::AppState;
 use crate::cached::map::MapStore;
 use crate::cached::metrics::VolumeMetrics;
-use crate::cached::{CachedVolumes, Engine};
+use crate::cached::{BackgroundSchedule, CachedVolumes, Engine};
 use crate::cloud::{CloudLayer, MasterKey};
 use crate::config::{Config, ConfigSources};
 use crate::metrics::Metrics;
@@ -229,6 +229,7 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
     let listeners = AdminListeners { http, https, socket: bind_socket(&config.data_dir.join("sgw.sock"))? };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(crate::memory::trim_periodically(shutdown.clone()));
 
     // The certificate's names are the Host allowlist too (it includes
     // the configured console names), plus the address HTTPS listens on.
@@ -289,7 +290,13 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
     // Activation may have chosen the cloud, the cache and the library.
     let config = sources.load().map_err(|e| DaemonError::Config(e.to_string()))?;
     let metrics = Arc::new(Metrics::new()?);
-    crate::admin::settings::check_cache_disk_space(&config.cache_disk(), config.cache_size).map_err(|e| DaemonError::Config(e.error))?;
+    let cache_dir = config.data_dir.join("cache");
+    let mut cache_config = CacheConfig::new(
+        cache_dir.join("index"),
+        vec![DiskSpec { path: config.cache_disk(), size_bytes: config.cache_size }],
+    );
+    crate::admin::settings::check_cache_disk_space(&config.cache_disk(), config.cache_size, cache_config.chunk_size)
+        .map_err(|e| DaemonError::Config(e.error))?;
 
     let key_path = config.key_file();
     let (master_key, new_key) = load_or_create_master_key(&key_path)?;
@@ -317,12 +324,7 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
         );
     }
 
-    let cache_dir = config.data_dir.join("cache");
     std::fs::create_dir_all(&cache_dir)?;
-    let mut cache_config = CacheConfig::new(
-        cache_dir.join("index"),
-        vec![DiskSpec { path: config.cache_disk(), size_bytes: config.cache_size }],
-    );
     // Small caches still need room between the watermarks for two chunks.
     let chunk = u64::from(cache_config.chunk_size);
     cache_config.dirty_low_watermark = cache_config.dirty_low_watermark.min(cache_config.dirty_high_watermark.saturating_sub(2 * chunk));
@@ -344,7 +346,13 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
         info!(volumes = n, "recovered volumes from the bucket");
     }
     tokio::spawn(
-        service.clone().run_background(Duration::from_secs(config.recovery_point_interval_secs), shutdown.clone()),
+        service.clone().run_background(
+            BackgroundSchedule {
+                recovery_point_interval: Duration::from_secs(config.recovery_point_interval_secs),
+                sweep_interval: Duration::from_secs(config.garbage_sweep_interval_secs),
+            },
+            shutdown.clone(),
+        ),
     );
 
     let tapes = TapeLibrary::start(&config.data_dir, engine.clone(), config.tapes(), &metrics.registry, shutdown.clone())

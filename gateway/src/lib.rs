@@ -13,6 +13,7 @@ pub mod daemon;
 mod data_dir;
 pub mod files;
 pub mod health;
+mod memory;
 pub mod metered;
 pub mod metrics;
 pub mod progress;

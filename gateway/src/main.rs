@@ -120,7 +120,8 @@ enum AdminCommand {
 struct ServeArgs {
     /// A TOML config file. Keys: iscsi_listen, api_listen, https_listen,
     /// data_dir, cache_size, cache_disk, key_file,
-    /// recovery_point_interval_secs, shutdown_timeout_secs, tls_cert,
+    /// recovery_point_interval_secs, garbage_sweep_interval_secs,
+    /// shutdown_timeout_secs, tls_cert,
     /// tls_key, console_names, metrics_token, session_idle_timeout_secs,
     /// console_sample_secs, library_personality, iscsi_access,
     /// iscsi_max_sessions, [discovery_chap], [cloud] (prefix,
@@ -431,6 +432,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         cache_size: args.cache_size,
         cache_disk: None,
         recovery_point_interval_secs: args.recovery_point_interval,
+        garbage_sweep_interval_secs: None,
         shutdown_timeout_secs: args.shutdown_timeout,
         key_file: args.key_file,
         cloud,

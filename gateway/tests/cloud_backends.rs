@@ -561,6 +561,47 @@ async fn uploader_applies_back_pressure() {
     uploader.close().await;
 }
 
+/// Garbage collection claims objects before deleting them: content that
+/// hashes to a claimed object is neither deduplicated against it nor PUT
+/// until the claim ends, so a PUT never races the DELETE of its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_of_content_claimed_for_deletion_wait_for_the_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = CloudMetrics::register(&prometheus::Registry::new()).unwrap();
+    let store = CloudStore::new(
+        local_store(dir.path(), Duration::ZERO),
+        RetryPolicy::default(),
+        gateway::cloud::ScheduleHandle::new(Default::default()),
+        metrics,
+    );
+    let shared: Arc<dyn ObjectStore> = Arc::new(store.clone());
+    let layout = BucketLayout::new("gc").unwrap();
+    let keyring = Arc::new(Keyring::new(shared, layout.clone(), MasterKey::generate(), 1));
+    let (uploader, mut completions) =
+        Uploader::start(&UploaderConfig::default(), store.clone(), keyring).expect("encoder threads");
+    let namespace = Namespace::new("vol-1").unwrap();
+    let data = Bytes::from(random_bytes(77, 1 << 20));
+    let job = |generation: u64| UploadJob { namespace: namespace.clone(), chunk_index: 0, generation, data: data.clone() };
+    uploader.submit(job(1)).await.unwrap();
+    let Ok(StoredChunk::Object { id, deduplicated: false, .. }) = completions.recv().await.unwrap().result else {
+        panic!("first upload stores the object");
+    };
+    let key = layout.chunk_key(&namespace, &id);
+
+    let claim = uploader.claim_for_delete(&namespace, &[id]);
+    assert_eq!(claim.ids(), &[id]);
+    uploader.submit(job(2)).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(500), completions.recv()).await;
+    assert!(early.is_err(), "the upload must wait while its object is being deleted");
+    store.delete(&key).await.unwrap();
+    drop(claim);
+    let done = tokio::time::timeout(Duration::from_secs(30), completions.recv()).await.expect("upload after the claim");
+    assert_eq!(done.unwrap().generation, 2);
+    // Not deduplicated against the deleted object: stored again.
+    store.head(&key).await.expect("the object exists again after the delete");
+    uploader.close().await;
+}
+
 /// `sgw inspect` as the CLI will call it: a store directory, a prefix and
 /// a key file; a wrong key file makes every chunk fail, nothing printed
 /// but the verdicts.

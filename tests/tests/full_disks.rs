@@ -165,6 +165,36 @@ fn a_full_cache_disk_fails_writes_keeps_reads_and_recovers_without_restart() {
     drop(tmpfs);
 }
 
+/// Others fill the file system while the gateway is down: its cache file
+/// already holds every block it needs (and data not yet uploaded), so the
+/// restart goes on and serves it.
+#[test]
+fn a_restart_on_a_file_system_filled_by_others_starts_with_the_cache_it_holds() {
+    if !have_scsi_client() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mnt = tmp.path().join("mnt");
+    let Some(tmpfs) = Tmpfs::mount(&mnt, "384m") else { return };
+    let (iscsi_port, api_port) = (free_port(), free_port());
+    let options = GatewayOptions::args(&["--cache-size", "48MiB"]);
+    let mut gw = Gateway::start_in_with(&mnt, iscsi_port, api_port, options.clone());
+    let iqn = gw.create_volume("held", 64 * MIB);
+    assert_all_good(&disk_io(&gw, &iqn, &["write", "0", "8", "0xc3", "sync"]), "writes");
+    gw.kill();
+    // Full, then 8 MiB given back: less than the 5% (19 MiB) kept free.
+    let filler = mnt.join("filler");
+    fill(&filler, 512 * MIB);
+    let f = std::fs::OpenOptions::new().write(true).open(&filler).expect("filler");
+    let len = f.metadata().expect("filler").len();
+    f.set_len(len - 8 * MIB).expect("shrink filler");
+    drop(f);
+    let gw = Gateway::start_in_with(&mnt, iscsi_port, api_port, options);
+    assert_all_good(&disk_io(&gw, &iqn, &["read", "0", "8", "0xc3"]), "the cache's data after the restart");
+    drop(gw);
+    drop(tmpfs);
+}
+
 /// A restart with a cache larger than its file system can give is
 /// refused, naming what it could have.
 #[test]

@@ -96,17 +96,21 @@ pub fn check_cache_space(dir: &Path, size: u64) -> Result<(), FieldError> {
 }
 
 /// At start: refuses a cache disk file that cannot get its configured size
-/// with 5% of its filesystem left free. The cache reserves the file's
+/// (in slots of `chunk_size`) with 5% of its filesystem left free. The cache reserves the file's
 /// blocks when it opens it (so that writes never find the filesystem full
-/// later); blocks the file holds already count as its own. A block device
-/// is used as it is.
-pub fn check_cache_disk_space(disk: &Path, size: u64) -> Result<(), FieldError> {
+/// later); blocks the file holds already count as its own, and a file that
+/// holds all it needs starts whatever others left of the filesystem (it may
+/// hold data not yet uploaded). A block device is used as it is.
+pub fn check_cache_disk_space(disk: &Path, size: u64, chunk_size: u32) -> Result<(), FieldError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let held = match std::fs::metadata(disk) {
         Ok(m) if m.file_type().is_block_device() => return Ok(()),
         Ok(m) => m.blocks() * 512,
         Err(_) => 0,
     };
+    if held >= cache::disk_file_bytes(size, chunk_size) {
+        return Ok(());
+    }
     let dir = disk.parent().unwrap_or(disk);
     check_space(dir, size, held)
 }
@@ -191,7 +195,7 @@ mod tests {
         let disk = tmp.path().join("disk0.img");
         let (avail, total) = crate::files::free_space(tmp.path()).unwrap();
         let usable = avail - total / 100 * RESERVED_PERCENT;
-        let e = check_cache_disk_space(&disk, usable + (256 << 20)).unwrap_err();
+        let e = check_cache_disk_space(&disk, usable + (256 << 20), 1 << 20).unwrap_err();
         assert!(e.error.contains("at most"), "{}", e.error);
         // A disk file holding 512 MiB (allocated, not written): a size
         // halfway between the free space and the free space plus the file's
@@ -202,6 +206,9 @@ mod tests {
         let (avail, total) = crate::files::free_space(tmp.path()).unwrap();
         let size = avail - total / 100 * RESERVED_PERCENT + (256 << 20);
         assert!(check_cache_space(tmp.path(), size).is_err(), "the free space alone is short");
-        assert!(check_cache_disk_space(&disk, size).is_ok(), "with the file's blocks it fits");
+        assert!(check_cache_disk_space(&disk, size, 1 << 20).is_ok(), "with the file's blocks it fits");
+        // A file holding its whole size needs nothing more, however little
+        // others left of the filesystem.
+        assert!(check_cache_disk_space(&disk, 512 << 20, 1 << 20).is_ok(), "the file already holds all it needs");
     }
 }

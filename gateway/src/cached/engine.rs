@@ -349,7 +349,10 @@ impl Engine {
                     }
                     Err(e) => {
                         let what = "cannot read a dirty chunk for upload";
-                        self.log_upload_failure(what, volume.name(), dirty.id.index, &format!("{what}: {e}"), &e.to_string());
+                        // The message names the chunk's object; the kind
+                        // is the cause logged once a minute.
+                        let cause = format!("{what}: {}", e.kind());
+                        self.log_upload_failure(what, volume.name(), dirty.id.index, &cause, &e.to_string());
                         self.cache.abandon_upload(dirty.id);
                         failed = Some(format!("{what}: {e}"));
                     }

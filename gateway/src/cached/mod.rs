@@ -11,7 +11,9 @@
 //! - [`recovery`]: recovery points;
 //! - [`damage`]: chunks whose cloud object cannot be read back, and
 //!   `scrub`, which looks for them;
-//! - [`service`]: snapshots, the catalog, garbage collection, schedules.
+//! - [`service`]: snapshots, the catalog, garbage collection, schedules;
+//! - `sweep`: the garbage sweep, which lists the bucket for objects
+//!   nothing references (left by a stop before their collection).
 
 pub mod damage;
 pub mod engine;
@@ -21,9 +23,10 @@ pub mod metrics;
 mod recovery;
 pub mod scrub;
 pub mod service;
+mod sweep;
 mod upload_errors;
 pub mod volume;
 
 pub use engine::{ChunkOwner, Engine, Uploaded};
-pub use service::{CachedVolumes, Catalog, SnapshotRecord};
+pub use service::{BackgroundSchedule, CachedVolumes, Catalog, SnapshotRecord};
 pub use volume::{CachedVolume, VolumeIdentity};

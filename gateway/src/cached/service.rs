@@ -97,6 +97,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How often the background task commits recovery points and sweeps.
+#[derive(Debug, Clone, Copy)]
+pub struct BackgroundSchedule {
+    pub recovery_point_interval: Duration,
+    pub sweep_interval: Duration,
+}
+
 pub struct CachedVolumes {
     engine: Arc<Engine>,
     data_dir: PathBuf,
@@ -108,6 +115,10 @@ pub struct CachedVolumes {
     catalog_lock: tokio::sync::Mutex<()>,
     /// What the volume manager says each volume presents, by volume id.
     presentations: Mutex<HashMap<u64, CatalogPresentation>>,
+    /// Volumes created by this run, and when: their first recovery point
+    /// is due one interval later. A volume opened at start without any
+    /// recovery point is due at once, so that restarts can't put it off.
+    created_at: Mutex<HashMap<u64, tokio::time::Instant>>,
 }
 
 impl CachedVolumes {
@@ -125,6 +136,7 @@ impl CachedVolumes {
             snapshot_maps: Mutex::new(HashMap::new()),
             catalog_lock: tokio::sync::Mutex::new(()),
             presentations: Mutex::new(HashMap::new()),
+            created_at: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -175,6 +187,7 @@ impl CachedVolumes {
             .map_err(std::io::Error::other)?
             .map_err(std::io::Error::other)?;
         let volume = CachedVolume::new(identity, self.engine.clone(), map);
+        lock(&self.created_at).insert(volume.id(), tokio::time::Instant::now());
         lock(&self.volumes).insert(volume.id(), volume.clone());
         Ok(volume)
     }
@@ -203,29 +216,6 @@ impl CachedVolumes {
         let outcome = volume.create_recovery_point().await?;
         self.after_recovery_point(volume, outcome.previous).await;
         Ok(outcome.committed.map)
-    }
-
-    /// Commits a recovery point of every changed volume.
-    pub async fn recovery_points_now(&self) {
-        let volumes: Vec<Arc<CachedVolume>> = lock(&self.volumes).values().cloned().collect();
-        for v in volumes {
-            if !v.changed_since_recovery_point() {
-                v.refresh_recovery_point();
-                continue;
-            }
-            match v.create_recovery_point().await {
-                Ok(outcome) => {
-                    info!(
-                        volume = v.name(),
-                        seq = outcome.committed.root.seq,
-                        uploaded_bytes = outcome.uploaded_bytes,
-                        "recovery point committed"
-                    );
-                    self.after_recovery_point(&v, outcome.previous).await;
-                }
-                Err(e) => warn!(volume = v.name(), error = %e, "recovery point failed; will retry"),
-            }
-        }
     }
 
     /// On a stop: a recovery point of every volume changed since its last
@@ -280,13 +270,13 @@ impl CachedVolumes {
         }
     }
 
-    fn pinned_by_snapshot(&self, manifest_key: &str) -> bool {
+    pub(super) fn pinned_by_snapshot(&self, manifest_key: &str) -> bool {
         lock(&self.snapshots).values().any(|s| s.manifest_key == manifest_key)
     }
 
     /// Deletes the candidates nothing references: no live map, recovery
     /// point, recovery point in progress or snapshot of the family.
-    async fn collect_garbage(
+    pub(super) async fn collect_garbage(
         &self,
         family: u64,
         mut candidates: HashSet<ChunkId>,
@@ -322,9 +312,11 @@ impl CachedVolumes {
             self.engine.tombstone(family, &garbage);
             garbage
         };
-        self.cloud().uploader.forget(&ns, &garbage);
+        // Uploads of this content wait until the deletes are done; objects
+        // being uploaded right now stay (a later collection finds them).
+        let claim = self.cloud().uploader.claim_for_delete(&ns, &garbage);
         let layout = self.cloud().keyring.layout().clone();
-        for id in &garbage {
+        for id in claim.ids() {
             match self.cloud().store.delete(&layout.chunk_key(&ns, id)).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -338,8 +330,10 @@ impl CachedVolumes {
                 Err(e) => return Err(CloudError::from(e).into()),
             }
         }
-        if !garbage.is_empty() {
-            info!(family = format!("{family:016x}"), objects = garbage.len(), "garbage collected");
+        let deleted = claim.ids().len();
+        drop(claim);
+        if deleted > 0 {
+            info!(family = format!("{family:016x}"), objects = deleted, "garbage collected");
         }
         Ok(())
     }
@@ -411,6 +405,7 @@ impl CachedVolumes {
     /// Deletes a volume's cache data, map and cloud data that nothing else
     /// references.
     pub async fn delete(&self, volume_id: u64) -> Result<(), ServiceError> {
+        lock(&self.created_at).remove(&volume_id);
         let Some(volume) = lock(&self.volumes).remove(&volume_id) else { return Ok(()) };
         self.engine.unregister(volume_id);
         let chunks = volume.size_bytes().div_ceil(u64::from(volume.chunk_size()));
@@ -522,19 +517,71 @@ impl CachedVolumes {
         Ok(())
     }
 
-    /// Recovery points on a schedule, and the gauges admins watch.
-    pub async fn run_background(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let mut next_rp = tokio::time::Instant::now() + interval;
+    /// Recovery points and garbage sweeps on a schedule, and the gauges
+    /// admins watch. The first sweep runs soon after start (at most two
+    /// minutes), as a stop may have left garbage behind.
+    pub async fn run_background(self: Arc<Self>, schedule: BackgroundSchedule, shutdown: CancellationToken) {
+        // A volume whose recovery point failed waits one interval before
+        // the next attempt.
+        let mut retry_at: HashMap<u64, tokio::time::Instant> = HashMap::new();
+        let mut next_sweep = tokio::time::Instant::now() + schedule.sweep_interval.min(Duration::from_secs(120));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             self.publish_gauges();
-            if tokio::time::Instant::now() >= next_rp {
-                self.recovery_points_now().await;
-                next_rp = tokio::time::Instant::now() + interval;
+            self.scheduled_recovery_points(schedule.recovery_point_interval, &mut retry_at).await;
+            if tokio::time::Instant::now() >= next_sweep {
+                self.sweep_garbage().await;
+                next_sweep = tokio::time::Instant::now() + schedule.sweep_interval;
             }
+        }
+    }
+
+    /// Recovery points of the volumes that are due: each volume's schedule
+    /// follows the age of its last recovery point (kept in the bucket), so
+    /// a gateway restarted more often than the interval still commits them.
+    async fn scheduled_recovery_points(
+        &self,
+        interval: Duration,
+        retry_at: &mut HashMap<u64, tokio::time::Instant>,
+    ) {
+        let now = tokio::time::Instant::now();
+        retry_at.retain(|_, at| *at > now);
+        let volumes: Vec<Arc<CachedVolume>> = lock(&self.volumes).values().cloned().collect();
+        for v in volumes {
+            if retry_at.contains_key(&v.id()) || !self.recovery_point_due(&v, interval) {
+                continue;
+            }
+            if !v.changed_since_recovery_point() {
+                v.refresh_recovery_point();
+                continue;
+            }
+            match v.create_recovery_point().await {
+                Ok(outcome) => {
+                    info!(
+                        volume = v.name(),
+                        seq = outcome.committed.root.seq,
+                        uploaded_bytes = outcome.uploaded_bytes,
+                        "recovery point committed"
+                    );
+                    self.after_recovery_point(&v, outcome.previous).await;
+                }
+                Err(e) => {
+                    warn!(volume = v.name(), error = %e, retry_in_secs = interval.as_secs(), "recovery point failed");
+                    retry_at.insert(v.id(), tokio::time::Instant::now() + interval);
+                }
+            }
+        }
+    }
+
+    fn recovery_point_due(&self, v: &CachedVolume, interval: Duration) -> bool {
+        match v.last_recovery_point() {
+            // A last recovery point dated in the future (the clock went
+            // back) counts as due: committing one dates it now.
+            Some(rp) => SystemTime::now().duration_since(rp.at).map_or(true, |age| age >= interval),
+            None => lock(&self.created_at).get(&v.id()).is_none_or(|at| at.elapsed() >= interval),
         }
     }
 
@@ -563,6 +610,10 @@ impl CachedVolumes {
     /// The per-volume I/O series, for volumes of other kinds to report in.
     pub fn volume_series(&self, name: &str) -> super::metrics::VolumeSeries {
         super::metrics::VolumeSeries::new(&self.engine.metrics, name)
+    }
+
+    pub(super) fn open_volumes(&self) -> Vec<Arc<CachedVolume>> {
+        lock(&self.volumes).values().cloned().collect()
     }
 
     pub fn get(&self, volume_id: u64) -> Option<Arc<CachedVolume>> {

@@ -258,6 +258,9 @@ impl CachedVolume {
                 self.note_damage(index, id, &reason);
                 return Err(io::Error::other(ChunkUnreadable { chunk: index, object: id, reason }));
             }
+            // The store is out of reach for now: the initiator retries
+            // (ABORTED COMMAND) instead of failing the I/O as a bad medium.
+            Err((reason, CloudErrorKind::Transient)) => return Err(io::Error::new(io::ErrorKind::TimedOut, reason)),
             Err((reason, _)) => return Err(io_err(reason)),
         };
         if data.len() != self.chunk_size as usize {

@@ -124,6 +124,30 @@ pub enum SubmitError {
     TooLarge(usize),
 }
 
+/// Objects claimed for deletion; uploads of them wait until it is dropped.
+pub struct DeleteClaim {
+    shared: Arc<Shared>,
+    namespace: Namespace,
+    ids: Vec<ChunkId>,
+}
+
+impl DeleteClaim {
+    pub fn ids(&self) -> &[ChunkId] {
+        &self.ids
+    }
+}
+
+impl Drop for DeleteClaim {
+    fn drop(&mut self) {
+        let mut deleting = lock(&self.shared.deleting);
+        for id in &self.ids {
+            deleting.remove(&(self.namespace.clone(), *id));
+        }
+        drop(deleting);
+        self.shared.deleted.notify_waiters();
+    }
+}
+
 struct Queued {
     job: UploadJob,
     _budget: OwnedSemaphorePermit,
@@ -162,6 +186,11 @@ struct Shared {
     encoders: rayon::ThreadPool,
     in_flight: Mutex<HashMap<ObjectKey, Waiters>>,
     recent: Mutex<RecentIds>,
+    /// Objects being deleted (garbage collection): an upload of the same
+    /// content waits until the delete is done, so that a PUT never races
+    /// a DELETE of its key.
+    deleting: Mutex<HashSet<ObjectKey>>,
+    deleted: tokio::sync::Notify,
     completions: mpsc::Sender<UploadCompletion>,
 }
 
@@ -210,6 +239,8 @@ impl Uploader {
                 order: VecDeque::new(),
                 capacity: config.remembered_ids,
             }),
+            deleting: Mutex::new(HashSet::new()),
+            deleted: tokio::sync::Notify::new(),
             completions,
         });
         let (jobs, job_rx) = mpsc::unbounded_channel();
@@ -251,16 +282,27 @@ impl Uploader {
             .map_err(|_| SubmitError::Closed)
     }
 
-    /// Forgets that these objects were stored: they were deleted, so
-    /// content that hashes to them must be uploaded again.
-    pub fn forget(&self, namespace: &Namespace, ids: &[ChunkId]) {
+    /// Claims objects for deletion. It forgets that they were stored, so
+    /// content that hashes to them is uploaded again, and holds uploads of
+    /// them until the claim is dropped. Objects being uploaded right now
+    /// are left out (the upload may be for a chunk that needs them); the
+    /// claim's `ids` are the ones that may be deleted.
+    pub fn claim_for_delete(&self, namespace: &Namespace, ids: &[ChunkId]) -> DeleteClaim {
+        let in_flight = lock(&self.shared.in_flight);
         let mut recent = lock(&self.shared.recent);
+        let mut deleting = lock(&self.shared.deleting);
+        let mut claimed = Vec::new();
         for id in ids {
             let key = (namespace.clone(), *id);
+            if in_flight.contains_key(&key) || !deleting.insert(key.clone()) {
+                continue;
+            }
             if recent.set.remove(&key) {
                 recent.order.retain(|k| *k != key);
             }
+            claimed.push(*id);
         }
+        DeleteClaim { shared: self.shared.clone(), namespace: namespace.clone(), ids: claimed }
     }
 
     /// Stops accepting jobs, finishes the queued ones and waits for the
@@ -318,6 +360,7 @@ async fn store_chunk(
         EncodedChunk::Object { id, object, .. } => (id, object),
     };
     let key = (namespace.clone(), id);
+    wait_while_deleting(shared, &key).await;
     let deduplicated = |stored_size| {
         shared.metrics.chunks_deduplicated.inc();
         Ok(StoredChunk::Object {
@@ -375,6 +418,20 @@ async fn store_chunk(
         stored_size,
         deduplicated,
     })
+}
+
+/// Waits while garbage collection deletes `key` (a claim's lifetime: the
+/// DELETE requests, bounded by the store's timeouts).
+async fn wait_while_deleting(shared: &Shared, key: &ObjectKey) {
+    loop {
+        let notified = shared.deleted.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !lock(&shared.deleting).contains(key) {
+            return;
+        }
+        notified.await;
+    }
 }
 
 async fn encode(

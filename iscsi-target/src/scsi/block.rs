@@ -24,6 +24,9 @@ pub enum Provisioning {
 
 /// Storage under a disk LU. Ranges are validated by the SBC layer before they
 /// reach the device: implementations may assume `lba + count <= num_blocks`.
+/// Errors choose the sense by kind: `StorageFull` is out of space,
+/// `TimedOut` and the connection kinds mean the backend is out of reach for
+/// now (the initiator retries), anything else is a medium error.
 #[async_trait]
 pub trait BlockDevice: Send + Sync {
     /// Logical block size in bytes (512 or 4096).

@@ -211,7 +211,11 @@ impl DiskUnit {
         }
         self.dev.read(lba, count).await.map_err(|e| {
             tracing::warn!(lba = lba.0, count = count.0, error = %e, "read failed");
-            Sense::UNRECOVERED_READ_ERROR.with_info(lba.0)
+            if backend_unreachable(&e) {
+                Sense::LOGICAL_UNIT_COMMUNICATION_FAILURE
+            } else {
+                Sense::UNRECOVERED_READ_ERROR.with_info(lba.0)
+            }
         })
     }
 
@@ -602,12 +606,24 @@ fn transfer_length_byte(cdb: &[u8]) -> u16 {
 /// (ENOSPC, EDQUOT) on this thin-provisioned unit is SPACE ALLOCATION FAILED
 /// WRITE PROTECT (SBC-3 4.7.3.6), which initiators act on: Linux fails the
 /// I/O with ENOSPC rather than EIO, ESXi pauses the VM until space returns.
+/// A backend out of reach is ABORTED COMMAND (see [`backend_unreachable`]).
 /// Anything else is MEDIUM ERROR, WRITE ERROR.
 fn write_failure(e: &std::io::Error) -> Sense {
     match e.kind() {
         std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Sense::SPACE_ALLOCATION_FAILED_WRITE_PROTECT,
+        _ if backend_unreachable(e) => Sense::LOGICAL_UNIT_COMMUNICATION_FAILURE,
         _ => Sense::WRITE_ERROR,
     }
+}
+
+/// Whether the device failed because what backs it (a network store) is
+/// out of reach for now, rather than because the data is bad. Such
+/// commands end with ABORTED COMMAND, LOGICAL UNIT COMMUNICATION FAILURE,
+/// which initiators retry (Linux up to five times), where MEDIUM ERROR
+/// fails the I/O at once.
+fn backend_unreachable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), TimedOut | ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected)
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {

@@ -576,6 +576,20 @@ async fn a_full_device_fails_writes_with_space_allocation_failed() {
     assert_eq!((sense.key, sense.asc, sense.ascq, sense.info), (SenseKey::DataProtect, 0x27, 0x07, Some(3)));
 }
 
+#[tokio::test]
+async fn an_unreachable_backend_aborts_commands_for_a_retry() {
+    let mem = Arc::new(MemDisk { fail: Some(io::ErrorKind::TimedOut), ..Arc::try_unwrap(MemDisk::new(8)).ok().unwrap() });
+    let u = DiskUnit::new(mem, identity());
+    let n = nexus(1);
+    ready(&u, &n).await;
+    for cdb in [cdb10(0x28, 2, 1), cdb10(0x2A, 2, 1)] {
+        let out = if cdb[0] == 0x2A { vec![0; 512] } else { Vec::new() };
+        let response = run(&u, &n, &cdb, &out).await;
+        let sense = check(&response);
+        assert_eq!((sense.key, sense.asc, sense.ascq), (SenseKey::AbortedCommand, 0x08, 0x00), "opcode {:02x}", cdb[0]);
+    }
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
     #[test]

@@ -97,6 +97,7 @@ sense_consts! {
     WRITE_ERROR = MediumError, 0x0C, 0x00;
     INTERNAL_TARGET_FAILURE = HardwareError, 0x44, 0x00;
     INVALID_MESSAGE_ERROR = AbortedCommand, 0x49, 0x00;
+    LOGICAL_UNIT_COMMUNICATION_FAILURE = AbortedCommand, 0x08, 0x00;
     DATA_PHASE_ERROR = AbortedCommand, 0x4B, 0x00;
 }
 
