@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Does the web console slow the data path? One sgw with a 1 GiB local
+# Does the web console slow the data path? One sgw with a VOLUME_GIB local
 # volume, the same two `qemu-img bench` runs as vs-tgt.sh (1 MiB sequential
 # writes QD16, 4 KiB reads QD32), alternating "quiet" runs (nobody looks at
 # the console) and "polled" runs (a logged-in client fetches /dashboard and
@@ -23,18 +23,22 @@
 #   POLL_INTERVAL      seconds between two polls of /dashboard + /metrics
 #                      (default 1; decimals allowed, e.g. 0.5)
 #   CONSOLE_SAMPLE_SECS  the gateway's console_sample_secs (default 1)
-#   SEQWRITE_COUNT     1 MiB writes per seqwrite run (default 1024, at most 1024)
-#   READ4K_COUNT       4 KiB reads per read4k run (default 40000, at most 262144);
+#   VOLUME_GIB         the local volume's size in GiB (default 1); a larger
+#                      one allows longer runs, whose ratios noise moves less
+#   SEQWRITE_COUNT     1 MiB writes per seqwrite run (default 1024, at most
+#                      1024 per GiB of the volume)
+#   READ4K_COUNT       4 KiB reads per read4k run (default 40000, at most
+#                      262144 per GiB of the volume);
 #                      smaller counts make a quick smoke test, e.g.
 #                      ROUNDS=1 SEQWRITE_COUNT=256 READ4K_COUNT=10000
 #   RUN_TIMEOUT        seconds one qemu-img run may take (default 300)
 #   BENCH_DIR          where the temporary directory goes (default ${TMPDIR:-/tmp});
-#                      the volume's 1 GiB backing file lives there
+#                      the volume's backing file lives there
 #   BENCH_SYNC         1 (default): `sync` before each timed run so one run's
 #                      write-back does not land in the next run's timing
 #
-# The volume is pre-filled with one sequential 1 GiB write pass (always the
-# full 1024 MiB, whatever SEQWRITE_COUNT says), so reads hit allocated
+# The volume is pre-filled with one sequential write pass (always the
+# whole volume, whatever SEQWRITE_COUNT says), so reads hit allocated
 # blocks. Only 127.0.0.1 is bound. Every process this script starts (sgw,
 # the poller) is stopped by its PID, and the temporary directory is removed,
 # on success, failure or Ctrl-C. A polled run in which the poller fetched no
@@ -57,7 +61,9 @@ SEQWRITE_COUNT="${SEQWRITE_COUNT:-1024}"
 READ4K_COUNT="${READ4K_COUNT:-40000}"
 RUN_TIMEOUT="${RUN_TIMEOUT:-300}"
 BENCH_SYNC="${BENCH_SYNC:-1}"
-SIZE_BYTES=$((1024 * 1024 * 1024))
+VOLUME_GIB="${VOLUME_GIB:-1}"
+[[ "$VOLUME_GIB" =~ ^[1-9][0-9]*$ && "$VOLUME_GIB" -le 64 ]] || { echo "VOLUME_GIB must be 1 to 64" >&2; exit 2; }
+SIZE_BYTES=$((VOLUME_GIB * 1024 * 1024 * 1024))
 ACCEPT_RATIO=0.97
 
 die() { echo "console-overhead: error: $*" >&2; exit 1; }
@@ -70,10 +76,10 @@ log() { echo "console-overhead: $*" >&2; }
 [[ "$RUN_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "RUN_TIMEOUT must be a positive integer (got '$RUN_TIMEOUT')"
 [[ "$CONSOLE_SAMPLE_SECS" =~ ^[1-9][0-9]*$ ]] \
     || die "CONSOLE_SAMPLE_SECS must be a positive integer (got '$CONSOLE_SAMPLE_SECS')"
-[[ "$SEQWRITE_COUNT" =~ ^[1-9][0-9]*$ && "$SEQWRITE_COUNT" -le 1024 ]] \
-    || die "SEQWRITE_COUNT must be an integer from 1 to 1024 (got '$SEQWRITE_COUNT')"
-[[ "$READ4K_COUNT" =~ ^[1-9][0-9]*$ && "$READ4K_COUNT" -le 262144 ]] \
-    || die "READ4K_COUNT must be an integer from 1 to 262144 (got '$READ4K_COUNT')"
+[[ "$SEQWRITE_COUNT" =~ ^[1-9][0-9]*$ && "$SEQWRITE_COUNT" -le $((1024 * VOLUME_GIB)) ]] \
+    || die "SEQWRITE_COUNT must be an integer from 1 to $((1024 * VOLUME_GIB)) (got '$SEQWRITE_COUNT')"
+[[ "$READ4K_COUNT" =~ ^[1-9][0-9]*$ && "$READ4K_COUNT" -le $((262144 * VOLUME_GIB)) ]] \
+    || die "READ4K_COUNT must be an integer from 1 to $((262144 * VOLUME_GIB)) (got '$READ4K_COUNT')"
 # A positive decimal number of seconds, at least 0.05 (no busy loop).
 if ! [[ "$POLL_INTERVAL" =~ ^([0-9]+|[0-9]*\.[0-9]+)$ ]] \
     || ! awk -v p="$POLL_INTERVAL" 'BEGIN { exit !(p >= 0.05 && p <= 3600) }'; then
@@ -129,14 +135,14 @@ prepare_sgw "$WORK/login.json"
 SGW_SERVE_ARGS=(--config "$WORK/sgw.toml")
 COOKIES="$WORK/cookies.txt"
 
-# sgw is up when qemu-img opens the LUN and sees 1 GiB.
+# sgw is up when qemu-img opens the LUN and sees its size.
 check_lun() {
     local url=$1 info size
     info="$(timeout 30 qemu-img info -f raw --output=json "$url" 2>&1)" \
         || die "qemu-img info $url failed: $info"
     size="$(sed -n 's/.*"virtual-size": *\([0-9]*\).*/\1/p' <<<"$info" | head -n 1)"
     [[ "$size" == "$SIZE_BYTES" ]] || die "LUN at $url has size '$size', expected $SIZE_BYTES"
-    log "sgw is up: $url (1 GiB)"
+    log "sgw is up: $url ($VOLUME_GIB GiB)"
 }
 
 # --- console -----------------------------------------------------------------
@@ -238,7 +244,7 @@ DASH_TIMES=""
 
 log "load before: $(uptime)"
 start_sgw
-"$SGW" --api "$SGW_API" volume create bench --size 1GiB --kind local >/dev/null \
+"$SGW" --api "$SGW_API" volume create bench --size "${VOLUME_GIB}GiB" --kind local >/dev/null \
     || die "sgw volume create failed"
 SGW_URL="iscsi://127.0.0.1:$SGW_ISCSI_PORT/iqn.2026-11.org.sgw:volume:bench/0"
 check_lun "$SGW_URL"
@@ -255,8 +261,8 @@ r="$(fetch /metrics "$WORK/metrics.txt")"
 [[ ${r%% *} == 200 && -s "$WORK/metrics.txt" ]] || die "GET /metrics answered HTTP ${r%% *}"
 log "console answers: /dashboard (sampled every $CONSOLE_SAMPLE_SECS s) and /metrics"
 
-log "pre-filling the LUN (one sequential 1 GiB write pass)"
-bench_once "$SGW_URL" "-w -s 1M -d 16 -c 1024" >/dev/null
+log "pre-filling the LUN (one sequential write pass, $VOLUME_GIB GiB)"
+bench_once "$SGW_URL" "-w -s 1M -d 16 -c $((1024 * VOLUME_GIB))" >/dev/null
 sync
 
 for round in $(seq 1 "$ROUNDS"); do

@@ -478,6 +478,9 @@ pub struct RecoverStatus {
     /// Volumes adopted of those in the bucket's catalog, while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<crate::progress::Progress>,
+    /// The adopted volumes' bytes of the catalog's, while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<crate::progress::Progress>,
 }
 
 /// How far a running recovery has come.
@@ -485,12 +488,12 @@ pub struct RecoverStatus {
     get,
     path = "/api/v1/recover",
     tag = "volumes",
-    responses((status = 200, description = "Whether a recovery runs, and its progress in volumes.", body = RecoverStatus)),
+    responses((status = 200, description = "Whether a recovery runs, and its progress in volumes and bytes.", body = RecoverStatus)),
     security(("bearer_token" = []), ("session_cookie" = []))
 )]
 async fn recover_status(State(s): State<AppState>) -> Json<RecoverStatus> {
     let progress = s.volumes.recovery_progress();
-    Json(RecoverStatus { running: progress.is_some(), progress })
+    Json(RecoverStatus { running: progress.is_some(), progress: progress.map(|p| p.volumes), bytes: progress.map(|p| p.bytes) })
 }
 
 /// Recovers the volumes of the bucket's catalog.

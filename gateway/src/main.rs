@@ -344,7 +344,7 @@ fn print_table(vols: &[VolumeInfo]) {
             } else {
                 "no"
             };
-            let state = serde_json::to_value(v.state).ok().and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default();
+            let state = v.state_text();
             let kind = match v.kind {
                 VolumeKind::Cached => "cached",
                 VolumeKind::Local => "local",
@@ -551,7 +551,7 @@ fn volume(client: &Client, cmd: VolumeCommand) -> Result<(), String> {
 }
 
 fn print_volume(v: &VolumeInfo) {
-    let state = serde_json::to_value(v.state).ok().and_then(|s| s.as_str().map(str::to_owned)).unwrap_or_default();
+    let state = v.state_text();
     println!("name:      {}", v.name);
     println!("kind:      {:?}", v.kind);
     println!("size:      {}", size_text(v.size_bytes));

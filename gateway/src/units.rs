@@ -60,18 +60,18 @@ pub fn size_text(bytes: u64) -> String {
 
 /// A Unix time as a UTC date for people: `2026-12-04 16:30:05 UTC`.
 pub fn date_text(unix_secs: u64) -> String {
-    match i64::try_from(unix_secs).ok().and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok()) {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        None => format!("@{unix_secs}"),
-    }
+    date_text_in(unix_secs, "UTC")
+}
+
+/// A Unix time as a date in the IANA timezone `tz` (the gateway's, chosen
+/// at activation), with the zone's abbreviation: `2026-12-04 17:30:05 CET`.
+/// An unknown zone falls back to UTC.
+pub fn date_text_in(unix_secs: u64, tz: &str) -> String {
+    let Some(at) = i64::try_from(unix_secs).ok().and_then(|s| jiff::Timestamp::from_second(s).ok()) else {
+        return format!("@{unix_secs}");
+    };
+    let zone = jiff::tz::TimeZone::get(tz).unwrap_or(jiff::tz::TimeZone::UTC);
+    at.to_zoned(zone).strftime("%Y-%m-%d %H:%M:%S %Z").to_string()
 }
 
 #[cfg(test)]
@@ -80,5 +80,11 @@ mod date_tests {
     fn dates() {
         assert_eq!(super::date_text(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(super::date_text(1_796_400_000), "2026-12-04 16:00:00 UTC");
+        assert_eq!(super::date_text_in(1_796_400_000, "No/Such_Zone"), "2026-12-04 16:00:00 UTC");
+        // Where the system has zoneinfo (the appliance ships tzdata).
+        if std::path::Path::new("/usr/share/zoneinfo/Europe/Paris").exists() {
+            assert_eq!(super::date_text_in(1_796_400_000, "Europe/Paris"), "2026-12-04 17:00:00 CET");
+            assert_eq!(super::date_text_in(1_782_000_000, "Europe/Paris"), "2026-06-21 02:00:00 CEST");
+        }
     }
 }

@@ -93,6 +93,14 @@ pub struct VolumeRecord {
     pub medium_ejected: bool,
 }
 
+/// How far a running `recover` has come: volumes adopted, and their bytes,
+/// of the catalog's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RecoveryProgress {
+    pub volumes: crate::progress::Progress,
+    pub bytes: crate::progress::Progress,
+}
+
 /// Volume states, named as AWS Storage Gateway names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -142,6 +150,23 @@ pub struct VolumeInfo {
     /// uploads or `sgw volume scrub`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damaged: Vec<crate::cached::damage::DamagedChunk>,
+    /// BOOTSTRAPPING: bytes uploaded of those the volume held unsent at
+    /// start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::Progress>,
+}
+
+impl VolumeInfo {
+    /// The state as people read it: BOOTSTRAPPING says how much is left.
+    pub fn state_text(&self) -> String {
+        let state = serde_json::to_value(self.state).ok().and_then(|j| j.as_str().map(str::to_owned)).unwrap_or_default();
+        match self.progress {
+            Some(p) if self.state == VolumeState::Bootstrapping => {
+                format!("{state} ({} left)", crate::units::size_text(p.total.saturating_sub(p.done)))
+            }
+            _ => state,
+        }
+    }
 }
 
 /// Where a clone's content comes from.
@@ -264,9 +289,10 @@ pub struct VolumeManager {
     /// Names being created (clones), shown as CREATING.
     creating: std::sync::Mutex<BTreeMap<String, NewVolume>>,
     /// A running `recover`: volumes adopted of those in the catalog.
-    recovering: std::sync::Mutex<Option<crate::progress::Progress>>,
-    /// Volumes that held unsent data at start, until it is all uploaded.
-    bootstrapping: std::sync::Mutex<std::collections::HashSet<u64>>,
+    recovering: std::sync::Mutex<Option<RecoveryProgress>>,
+    /// Volumes that held unsent data at start, until it is all uploaded,
+    /// with the bytes they held.
+    bootstrapping: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
     /// Creations and deletions, one at a time.
     changes: tokio::sync::Mutex<()>,
 }
@@ -347,8 +373,9 @@ impl VolumeManager {
                     Some(content) => service.create(identity, content).await?,
                     None => {
                         let v = service.open(identity).await?;
-                        if service.has_unsynced(v.id()) {
-                            self.bootstrapping.lock().unwrap_or_else(|e| e.into_inner()).insert(v.id());
+                        let unsent = service.unsynced_bytes(v.id());
+                        if unsent > 0 {
+                            self.bootstrapping.lock().unwrap_or_else(|e| e.into_inner()).insert(v.id(), unsent);
                         }
                         v
                     }
@@ -619,6 +646,7 @@ impl VolumeManager {
                 source: None,
                 recovery_point_age_secs: None,
                 damaged: Vec::new(),
+                progress: None,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -639,8 +667,8 @@ impl VolumeManager {
         }
         {
             let mut boot = self.bootstrapping.lock().unwrap_or_else(|e| e.into_inner());
-            if boot.contains(&c.id()) {
-                if service.has_unsynced(c.id()) {
+            if boot.contains_key(&c.id()) {
+                if service.unsynced_bytes(c.id()) > 0 {
                     return VolumeState::Bootstrapping;
                 }
                 boot.remove(&c.id());
@@ -670,7 +698,16 @@ impl VolumeManager {
                 std::time::SystemTime::now().duration_since(rp.at).ok().map(|d| d.as_secs())
             }),
             damaged: v.cached.as_ref().map(|c| c.damaged_chunks()).unwrap_or_default(),
+            progress: self.bootstrap_progress(v),
         }
+    }
+
+    /// Bytes uploaded of those a BOOTSTRAPPING volume held at start.
+    fn bootstrap_progress(&self, v: &Volume) -> Option<crate::progress::Progress> {
+        let (c, service) = (v.cached.as_ref()?, self.cached.as_ref()?);
+        let total = *self.bootstrapping.lock().unwrap_or_else(|e| e.into_inner()).get(&c.id())?;
+        let left = service.unsynced_bytes(c.id());
+        Some(crate::progress::Progress { done: total.saturating_sub(left), total: total.max(left) })
     }
 
     fn cached_volume(&self, name: &str) -> Result<Arc<CachedVolume>, VolumeError> {
@@ -719,18 +756,23 @@ impl VolumeManager {
         let catalog = CachedVolumes::read_catalog(service.cloud_layer())
             .await?
             .ok_or_else(|| VolumeError::InvalidRequest("the bucket holds no catalog to recover from".into()))?;
-        let progress = |done: usize| {
-            *self.recovering.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(crate::progress::Progress { done: done as u64, total: catalog.volumes.len() as u64 });
+        let total_bytes: u64 = catalog.volumes.iter().map(|v| v.size_bytes).sum();
+        let progress = |done: usize, done_bytes: u64| {
+            *self.recovering.lock().unwrap_or_else(|e| e.into_inner()) = Some(RecoveryProgress {
+                volumes: crate::progress::Progress { done: done as u64, total: catalog.volumes.len() as u64 },
+                bytes: crate::progress::Progress { done: done_bytes, total: total_bytes },
+            });
         };
-        progress(0);
+        progress(0, 0);
+        let no_sweeps = service.hold_sweeps().await;
         let result = self.adopt(&service, &catalog, progress).await;
+        drop(no_sweeps);
         *self.recovering.lock().unwrap_or_else(|e| e.into_inner()) = None;
         result
     }
 
-    /// How far a running `recover` has come, in volumes.
-    pub fn recovery_progress(&self) -> Option<crate::progress::Progress> {
+    /// How far a running `recover` has come.
+    pub fn recovery_progress(&self) -> Option<RecoveryProgress> {
         *self.recovering.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -738,9 +780,10 @@ impl VolumeManager {
         &self,
         service: &Arc<CachedVolumes>,
         catalog: &crate::cached::Catalog,
-        progress: impl Fn(usize),
+        progress: impl Fn(usize, u64),
     ) -> Result<usize, VolumeError> {
         let mut count = 0;
+        let mut bytes = 0;
         for cv in &catalog.volumes {
             service.restore_map(cv).await?;
             let record = VolumeRecord {
@@ -764,7 +807,8 @@ impl VolumeManager {
             self.persist(&vols)?;
             drop(vols);
             count += 1;
-            progress(count);
+            bytes += cv.size_bytes;
+            progress(count, bytes);
         }
         service.adopt_snapshots(catalog.snapshots.clone())?;
         Ok(count)

@@ -502,3 +502,34 @@ fn metrics_token_closes_metrics() {
     assert_eq!(request(port, "GET", "/api/v1/volumes", &[("Authorization", "Bearer scrape-secret-123")], b"").status, 401);
     assert_eq!(request(port, "GET", "/api/v1/health", &[], b"").status, 200);
 }
+
+/// The recovery kit holds the master key: it goes over the network once
+/// (a second request gets 410 naming when and by whom), while root on the
+/// gateway's host can always make it again over the socket.
+#[test]
+fn the_recovery_kit_goes_over_the_network_once() {
+    let gw = Gateway::start();
+    let port = gw.api_port;
+    let (cookie, csrf) = login(&gw, ADMIN_PASSWORD).expect("login");
+    let h = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    let first = request(port, "POST", "/api/v1/recovery-kit", &h, b"");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let key = std::fs::read_to_string(gw.data_dir.join("master.key")).expect("key file");
+    assert_eq!(first.json()["master_key"].as_str(), Some(key.trim()), "the kit carries the key");
+    let bearer = format!("Bearer {}", gw.token);
+    for headers in [&h[..], &[("Authorization", bearer.as_str())][..]] {
+        let again = request(port, "POST", "/api/v1/recovery-kit", headers, b"");
+        assert_eq!(again.status, 410, "{}", again.body);
+        let message = again.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(message.contains("downloaded on") && message.contains("session of admin"), "{message}");
+        assert!(!again.body.contains(key.trim()), "no key in the refusal");
+    }
+    let record = gw.data_dir.join("recovery-kit-downloaded.json");
+    assert_eq!(std::fs::metadata(&record).expect("record").mode() & 0o077, 0, "owner-only record");
+    let out_file = gw.data_dir.join("kit-again.json");
+    let out = gw.cli(&["admin", "recovery-kit", "--out", &out_file.to_string_lossy()]);
+    assert!(out.status.success(), "root over the socket: {}", text(&out));
+    assert!(std::fs::read_to_string(&out_file).expect("kit").contains(key.trim()));
+    let settings = request(port, "GET", "/settings", &[("Cookie", cookie.as_str())], b"");
+    assert!(settings.body.contains("recovery-kit-downloaded"), "the settings page says it went: {}", settings.body);
+}

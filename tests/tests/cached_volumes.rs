@@ -647,3 +647,44 @@ fn restarts_do_not_put_off_recovery_points() {
     assert!(age + 3 < elapsed, "the last recovery point is {age} s old, as old as the first ({elapsed} s):\n{}", gw.log_text());
     gw.stop();
 }
+
+/// A volume that held unsent data at an unclean stop is BOOTSTRAPPING
+/// after the restart, and says how many bytes are left (API, CLI), until
+/// the uploads catch up.
+#[test]
+fn bootstrapping_reports_the_bytes_left() {
+    if !have_tool("qemu-io") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let data = work.path().join("data");
+    let (iscsi_port, api_port) = (free_port(), free_port());
+    let options = GatewayOptions::args(&["--cache-size", "64MiB"]);
+    let mut gw = Gateway::start_in_with(&data, iscsi_port, api_port, options.clone());
+    let iqn = gw.create_volume("boot", 32 * MIB);
+    // Uploads at 512 KiB/s, all day: the 16 MiB below stay mostly unsent.
+    let slow = serde_json::json!({"intervals": [{"days_of_week": [0, 1, 2, 3, 4, 5, 6], "start_hour": 0, "start_minute": 0,
+        "end_hour": 23, "end_minute": 59, "upload_bits_per_sec": 4_194_304u64}], "utc_offset_minutes": 0});
+    gw.put("/api/v1/bandwidth").send_json(slow).expect("bandwidth");
+    // Random, so that compression leaves the chunks their size.
+    let random = work.path().join("random.img");
+    random_file(&random, 16 * MIB);
+    assert_qemu_ok(&qemu_io(&gw.url(&iqn), &[format!("write -s {} 0 16m", random.display())], Duration::from_secs(60)), "write");
+    gw.kill();
+
+    let gw = Gateway::start_in_with(&data, iscsi_port, api_port, options);
+    let v = json(&gw, &["volume", "show", "boot", "--json"]);
+    assert_eq!(v["state"], "BOOTSTRAPPING", "{v}\n{}", gw.log_text());
+    let (done, total) = (v["progress"]["done"].as_u64().expect("done"), v["progress"]["total"].as_u64().expect("total"));
+    assert!(total >= 8 * MIB && done < total, "{v}");
+    let shown = cli_ok(&gw, &["volume", "show", "boot"]);
+    assert!(shown.contains("BOOTSTRAPPING (") && shown.contains(" left)"), "{shown}");
+    gw.put("/api/v1/bandwidth").send_json(serde_json::json!({"intervals": []})).expect("no limit");
+    assert!(
+        wait_until(Duration::from_secs(120), || json(&gw, &["volume", "show", "boot", "--json"])["state"] == "AVAILABLE"),
+        "{}",
+        gw.log_text()
+    );
+    let v = json(&gw, &["volume", "show", "boot", "--json"]);
+    assert!(v.get("progress").is_none(), "{v}");
+}

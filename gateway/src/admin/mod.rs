@@ -11,6 +11,7 @@ pub mod activation;
 mod conn_table;
 pub mod guard;
 pub mod http;
+pub mod kit_download;
 pub mod routes;
 pub mod sessions;
 pub mod settings;
@@ -134,6 +135,13 @@ pub struct PlaneOptions {
 }
 
 impl Plane {
+    /// A Unix time as a date in the gateway's timezone (UTC before
+    /// activation).
+    pub fn date_text(&self, unix: u64) -> String {
+        let tz = self.accounts.identity().map(|i| i.timezone).unwrap_or_default();
+        crate::units::date_text_in(unix, if tz.is_empty() { "UTC" } else { &tz })
+    }
+
     pub fn open(o: PlaneOptions) -> Result<(Arc<Plane>, watch::Receiver<bool>), accounts::AccountError> {
         let accounts = AccountStore::open(&o.data_dir)?;
         let (activated, rx) = watch::channel(accounts.is_activated());

@@ -476,6 +476,9 @@ pub fn recovery_kit(p: &Plane) -> Result<RecoveryKit, String> {
 }
 
 /// Downloads the recovery kit: the master key and where the data is.
+///
+/// Once over the network (a console session or an API token); root on the
+/// gateway's host, over the socket, can always make it again.
 #[utoipa::path(
     post,
     path = "/api/v1/recovery-kit",
@@ -483,20 +486,40 @@ pub fn recovery_kit(p: &Plane) -> Result<RecoveryKit, String> {
     responses(
         (status = 200, description = "The kit, as a file to keep apart from the gateway.", body = RecoveryKit,
             headers(("Content-Disposition" = String, description = "`attachment; filename=\"sgw-recovery-kit.json\"`"))),
+        (status = 410, description = "The kit was downloaded over the network already (when and by whom).", body = ErrorBody),
         (status = 500, description = "The master key could not be read.", body = ErrorBody),
     ),
     security(("bearer_token" = []), ("session_cookie" = [], "csrf_token" = []))
 )]
 async fn recovery_kit_handler(State(p): State<Arc<Plane>>, Extension(principal): Extension<Principal>) -> Response {
-    match recovery_kit(&p) {
-        Ok(kit) => {
-            tracing::warn!(by = %principal.describe(), "recovery kit (master key) downloaded");
-            (
-                [(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"sgw-recovery-kit.json\""))],
-                Json(kit),
-            )
-                .into_response()
+    let kit = match recovery_kit(&p) {
+        Ok(kit) => kit,
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    if !matches!(principal, Principal::LocalRoot) {
+        match super::kit_download::claim(&p.data_dir, &principal.describe(), super::accounts::now_unix()) {
+            Ok(()) => {}
+            Err(super::kit_download::ClaimError::Taken(d)) => {
+                tracing::warn!(by = %principal.describe(), "recovery kit refused: it went over the network already");
+                return json_error(
+                    StatusCode::GONE,
+                    &format!(
+                        "the recovery kit was downloaded on {} by {}; it goes over the network once. \
+                         On the gateway's host, root can make it again: sgw admin recovery-kit --out FILE",
+                        p.date_text(d.unix),
+                        d.by
+                    ),
+                );
+            }
+            Err(super::kit_download::ClaimError::Io(e)) => {
+                return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot record the kit's download: {e}"));
+            }
         }
-        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
+    tracing::warn!(by = %principal.describe(), "recovery kit (master key) downloaded");
+    (
+        [(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"sgw-recovery-kit.json\""))],
+        Json(kit),
+    )
+        .into_response()
 }

@@ -119,6 +119,10 @@ pub struct CachedVolumes {
     /// is due one interval later. A volume opened at start without any
     /// recovery point is due at once, so that restarts can't put it off.
     created_at: Mutex<HashMap<u64, tokio::time::Instant>>,
+    /// Held by a garbage sweep, and by a recovery while it adopts volumes
+    /// one by one (a sweep then would take a family's volumes not yet open
+    /// for garbage).
+    pub(super) sweep_lock: tokio::sync::Mutex<()>,
 }
 
 impl CachedVolumes {
@@ -137,6 +141,7 @@ impl CachedVolumes {
             catalog_lock: tokio::sync::Mutex::new(()),
             presentations: Mutex::new(HashMap::new()),
             created_at: Mutex::new(HashMap::new()),
+            sweep_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -633,10 +638,10 @@ impl CachedVolumes {
         self.engine.cache.fault().is_some()
     }
 
-    /// Whether the volume still uploads data it held at start (after an
-    /// unclean stop: AWS calls this BOOTSTRAPPING).
-    pub fn has_unsynced(&self, volume_id: u64) -> bool {
-        !self.engine.cache.unsynced_chunks(volume_id).is_empty()
+    /// The bytes the volume still uploads of those it held at start (after
+    /// an unclean stop: AWS calls this BOOTSTRAPPING), in whole chunks.
+    pub fn unsynced_bytes(&self, volume_id: u64) -> u64 {
+        self.engine.cache.unsynced_chunks(volume_id).len() as u64 * u64::from(self.engine.cache.chunk_size())
     }
 
     pub async fn flush(&self) -> Result<(), ServiceError> {

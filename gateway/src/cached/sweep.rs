@@ -23,10 +23,17 @@ use crate::cloud::store::list_all;
 use crate::cloud::ChunkId;
 
 impl CachedVolumes {
+    /// Keeps sweeps off while the guard lives (a recovery adopting volumes).
+    pub async fn hold_sweeps(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.sweep_lock.lock().await
+    }
+
     /// Sweeps every family that has a volume open here. A family's volumes
     /// are all open once the daemon has started (a volume that cannot open
-    /// stops the start), so a live map is never missed.
+    /// stops the start) and while no recovery adopts them (`hold_sweeps`),
+    /// so a live map is never missed.
     pub async fn sweep_garbage(&self) {
+        let _one = self.sweep_lock.lock().await;
         let families: BTreeSet<u64> = self.open_volumes().iter().map(|v| v.family()).collect();
         for family in families {
             if let Err(e) = self.sweep_family(family).await {

@@ -64,6 +64,11 @@ pub fn page(status: StatusCode, t: &impl Template) -> Response {
 }
 
 /// A value's serde name (`AVAILABLE`, `GLACIER`...), as the API shows it.
+/// `on DATE by WHO` once the recovery kit went over the network, else empty.
+fn kit_downloaded_text(p: &crate::admin::Plane) -> String {
+    crate::admin::kit_download::recorded(&p.data_dir).map_or_else(String::new, |d| format!("on {} by {}", p.date_text(d.unix), d.by))
+}
+
 pub fn label<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v).ok().and_then(|j| j.as_str().map(str::to_string)).unwrap_or_default()
 }

@@ -168,6 +168,8 @@ struct ActivatedPage {
     chrome: super::Chrome,
     master_key_path: String,
     fingerprint: String,
+    /// When and by whom the kit went over the network; empty: not yet.
+    kit_downloaded: String,
 }
 
 async fn activated(State(p): State<Arc<Plane>>, Extension(principal): Extension<Principal>) -> Response {
@@ -177,6 +179,7 @@ async fn activated(State(p): State<Arc<Plane>>, Extension(principal): Extension<
             chrome: super::Chrome::new(&p, &principal, ""),
             master_key_path: p.master_key_path.display().to_string(),
             fingerprint: p.tls_fingerprint.clone().unwrap_or_default(),
+            kit_downloaded: super::kit_downloaded_text(&p),
         },
     )
 }

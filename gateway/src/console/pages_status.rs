@@ -19,7 +19,7 @@ use crate::admin::guard::Principal;
 use crate::admin::routes::{set_password, ChangePassword};
 use crate::cloud::store::StoreConfig;
 use crate::cloud::{BandwidthInterval, BandwidthSchedule};
-use crate::units::{date_text, size_text};
+use crate::units::size_text;
 
 pub fn router(c: Console) -> Router {
     Router::new()
@@ -111,7 +111,7 @@ async fn dashboard(State(c): State<Console>, Extension(principal): Extension<Pri
             };
             VolumeCard {
                 kind: super::label(&v.kind),
-                state: super::label(&v.state),
+                state: v.state_text(),
                 recovery_point_age: age_text(v.recovery_point_age_secs),
                 write_bytes: delta(&|s| get(s).write_bytes),
                 read_bytes: delta(&|s| get(s).read_bytes),
@@ -153,7 +153,20 @@ async fn dashboard(State(c): State<Console>, Extension(principal): Extension<Pri
         download_rate: last_rate(&|s| s.downloaded_bytes),
         volumes,
         sample_secs: c.samples.interval().as_secs(),
-        recovery: c.app.volumes.recovery_progress().map(|p| format!("{} of {} volumes", p.done, p.total)).unwrap_or_default(),
+        recovery: c
+            .app
+            .volumes
+            .recovery_progress()
+            .map(|p| {
+                format!(
+                    "{} of {} volumes, {} of {}",
+                    p.volumes.done,
+                    p.volumes.total,
+                    size_text(p.bytes.done),
+                    size_text(p.bytes.total)
+                )
+            })
+            .unwrap_or_default(),
     };
     page(StatusCode::OK, &p)
 }
@@ -336,6 +349,8 @@ struct SettingsPage {
     version: String,
     fingerprint: String,
     master_key_path: String,
+    /// When and by whom the kit went over the network; empty: not yet.
+    kit_downloaded: String,
     tokens: Vec<(TokenInfo, String)>,
     new_token: String,
     error_field: String,
@@ -348,12 +363,13 @@ fn settings_page(c: &Console, principal: &Principal) -> SettingsPage {
         chrome: Chrome::new(&c.plane, principal, "settings"),
         name: id.as_ref().map(|i| i.name.clone()).unwrap_or_default(),
         timezone: id.as_ref().map(|i| i.timezone.clone()).unwrap_or_default(),
-        activated: id.map(|i| date_text(i.activated_unix)).unwrap_or_default(),
+        activated: id.map(|i| c.plane.date_text(i.activated_unix)).unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         fingerprint: c.plane.tls_fingerprint.clone().unwrap_or_default(),
         master_key_path: c.plane.master_key_path.display().to_string(),
+        kit_downloaded: super::kit_downloaded_text(&c.plane),
         tokens: c.plane.accounts.list_tokens().into_iter().map(|t| {
-            let d = date_text(t.created_unix);
+            let d = c.plane.date_text(t.created_unix);
             (t, d)
         }).collect(),
         new_token: String::new(),
@@ -454,7 +470,7 @@ async fn events(State(c): State<Console>, Extension(principal): Extension<Princi
     let events = super::events::EventLog::global()
         .latest()
         .into_iter()
-        .map(|e| EventRow { time: date_text(e.unix), level: e.level, target: e.target, message: e.message, fields: e.fields })
+        .map(|e| EventRow { time: c.plane.date_text(e.unix), level: e.level, target: e.target, message: e.message, fields: e.fields })
         .collect();
     page(StatusCode::OK, &EventsPage { chrome: Chrome::new(&c.plane, &principal, "events"), events })
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{label, page, Chrome, Console};
 use crate::admin::guard::Principal;
 use crate::api::{create_volume_with, delete_volume_with, initiators_of, ApiError, CreateVolume};
-use crate::units::{date_text, parse_size, size_text};
+use crate::units::{parse_size, size_text};
 use crate::volumes::{VolumeChap, VolumeInfo, VolumeKind};
 
 pub fn router(c: Console) -> Router {
@@ -42,7 +42,7 @@ fn row(v: VolumeInfo) -> VolumeRow {
     VolumeRow {
         size: size_text(v.size_bytes),
         kind: label(&v.kind),
-        state: label(&v.state),
+        state: v.state_text(),
         chap: if v.mutual_chap_enabled {
             "mutual"
         } else if v.chap_enabled {
@@ -307,7 +307,7 @@ fn snapshots_page(c: &Console, principal: &Principal, error: &str) -> SnapshotsP
                 id: s.id,
                 volume: s.volume_name,
                 size: size_text(s.size_bytes),
-                created: date_text(s.created_unix),
+                created: c.plane.date_text(s.created_unix),
             })
             .collect(),
         volumes: c.app.volumes.list().into_iter().filter(|v| v.kind == VolumeKind::Cached).map(|v| v.name).collect(),
