@@ -3,6 +3,7 @@ pub mod access;
 pub mod admin;
 pub mod api;
 pub mod bandwidth;
+pub mod banner;
 pub mod cached;
 pub mod client;
 pub mod client_tls;

@@ -56,6 +56,20 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// What the appliance's local console shows: the console's addresses,
+    /// its TLS fingerprint, and the activation code while unactivated (read
+    /// from the data directory: run it on the gateway's host).
+    Banner {
+        /// The gateway's data directory [default: $SGW_DATA_DIR or ./sgw-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The console's HTTPS port.
+        #[arg(long, default_value_t = 8443)]
+        https_port: u16,
+        /// Seconds to wait for the daemon to make its certificate.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
     /// API tokens for scripts and remote CLIs (sent as `Authorization:
     /// Bearer`).
     #[command(subcommand)]
@@ -711,6 +725,10 @@ fn main() -> ExitCode {
                     dir.display()
                 )
             })
+        }
+        Command::Banner { data_dir, https_port, wait } => {
+            let dir = data_dir.unwrap_or_else(default_data_dir);
+            gateway::banner::render(&dir, https_port, std::time::Duration::from_secs(wait)).map(|t| print!("{t}"))
         }
         Command::Token(cmd) => client(&cli.api).and_then(|c| token(&c, cmd)),
         Command::Bandwidth(cmd) => client(&cli.api).and_then(|c| {

@@ -70,14 +70,26 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::Read { path: path.to_path_buf(), msg: e.to_string() })
 }
 
-fn load(cert_path: &Path, key_path: &Path) -> Result<TlsIdentity, TlsError> {
-    let cert_pem = read(cert_path)?;
-    let key_pem = read(key_path)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+fn read_chain(cert_path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert_path)?)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Read { path: cert_path.to_path_buf(), msg: e.to_string() })?;
-    let leaf = chain.first().ok_or_else(|| TlsError::Read { path: cert_path.to_path_buf(), msg: "no certificate".into() })?;
-    let fingerprint = fingerprint(leaf.as_ref());
+    if chain.is_empty() {
+        return Err(TlsError::Read { path: cert_path.to_path_buf(), msg: "no certificate".into() });
+    }
+    Ok(chain)
+}
+
+/// The SHA-256 fingerprint of the first certificate in a PEM file (what
+/// the local console shows, so an admin can check the browser's).
+pub fn certificate_fingerprint(cert_path: &Path) -> Result<String, TlsError> {
+    Ok(fingerprint(read_chain(cert_path)?[0].as_ref()))
+}
+
+fn load(cert_path: &Path, key_path: &Path) -> Result<TlsIdentity, TlsError> {
+    let chain = read_chain(cert_path)?;
+    let key_pem = read(key_path)?;
+    let fingerprint = fingerprint(chain[0].as_ref());
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| TlsError::Read { path: key_path.to_path_buf(), msg: e.to_string() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
