@@ -12,6 +12,8 @@
 //! - [`damage`]: chunks whose cloud object cannot be read back, and
 //!   `scrub`, which looks for them;
 //! - [`service`]: snapshots, the catalog, garbage collection, schedules;
+//! - `schedule`: the background task (recovery points per volume, sweeps,
+//!   gauges);
 //! - `sweep`: the garbage sweep, which lists the bucket for objects
 //!   nothing references (left by a stop before their collection).
 
@@ -22,11 +24,13 @@ pub mod map;
 pub mod metrics;
 mod recovery;
 pub mod scrub;
+mod schedule;
 pub mod service;
 mod sweep;
 mod upload_errors;
 pub mod volume;
 
 pub use engine::{ChunkOwner, Engine, Uploaded};
-pub use service::{BackgroundSchedule, CachedVolumes, Catalog, SnapshotRecord};
+pub use schedule::BackgroundSchedule;
+pub use service::{CachedVolumes, Catalog, SnapshotRecord};
 pub use volume::{CachedVolume, VolumeIdentity};

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::engine::{ChunkOwner, Engine};
@@ -97,13 +96,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How often the background task commits recovery points and sweeps.
-#[derive(Debug, Clone, Copy)]
-pub struct BackgroundSchedule {
-    pub recovery_point_interval: Duration,
-    pub sweep_interval: Duration,
-}
-
 pub struct CachedVolumes {
     engine: Arc<Engine>,
     data_dir: PathBuf,
@@ -118,7 +110,7 @@ pub struct CachedVolumes {
     /// Volumes created by this run, and when: their first recovery point
     /// is due one interval later. A volume opened at start without any
     /// recovery point is due at once, so that restarts can't put it off.
-    created_at: Mutex<HashMap<u64, tokio::time::Instant>>,
+    pub(super) created_at: Mutex<HashMap<u64, tokio::time::Instant>>,
     /// Held by a garbage sweep, and by a recovery while it adopts volumes
     /// one by one (a sweep then would take a family's volumes not yet open
     /// for garbage).
@@ -257,7 +249,7 @@ impl CachedVolumes {
 
     /// After a recovery point: the catalog, then what the previous one held
     /// alone is garbage (unless a snapshot keeps it).
-    async fn after_recovery_point(&self, volume: &Arc<CachedVolume>, previous: Option<CommittedRp>) {
+    pub(super) async fn after_recovery_point(&self, volume: &Arc<CachedVolume>, previous: Option<CommittedRp>) {
         if let Err(e) = self.write_catalog().await {
             warn!(error = %e, "cannot write the catalog");
         }
@@ -520,74 +512,6 @@ impl CachedVolumes {
             .map_err(std::io::Error::other)?
             .map_err(std::io::Error::other)?;
         Ok(())
-    }
-
-    /// Recovery points and garbage sweeps on a schedule, and the gauges
-    /// admins watch. The first sweep runs soon after start (at most two
-    /// minutes), as a stop may have left garbage behind.
-    pub async fn run_background(self: Arc<Self>, schedule: BackgroundSchedule, shutdown: CancellationToken) {
-        // A volume whose recovery point failed waits one interval before
-        // the next attempt.
-        let mut retry_at: HashMap<u64, tokio::time::Instant> = HashMap::new();
-        let mut next_sweep = tokio::time::Instant::now() + schedule.sweep_interval.min(Duration::from_secs(120));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            self.publish_gauges();
-            self.scheduled_recovery_points(schedule.recovery_point_interval, &mut retry_at).await;
-            if tokio::time::Instant::now() >= next_sweep {
-                self.sweep_garbage().await;
-                next_sweep = tokio::time::Instant::now() + schedule.sweep_interval;
-            }
-        }
-    }
-
-    /// Recovery points of the volumes that are due: each volume's schedule
-    /// follows the age of its last recovery point (kept in the bucket), so
-    /// a gateway restarted more often than the interval still commits them.
-    async fn scheduled_recovery_points(
-        &self,
-        interval: Duration,
-        retry_at: &mut HashMap<u64, tokio::time::Instant>,
-    ) {
-        let now = tokio::time::Instant::now();
-        retry_at.retain(|_, at| *at > now);
-        let volumes: Vec<Arc<CachedVolume>> = lock(&self.volumes).values().cloned().collect();
-        for v in volumes {
-            if retry_at.contains_key(&v.id()) || !self.recovery_point_due(&v, interval) {
-                continue;
-            }
-            if !v.changed_since_recovery_point() {
-                v.refresh_recovery_point();
-                continue;
-            }
-            match v.create_recovery_point().await {
-                Ok(outcome) => {
-                    info!(
-                        volume = v.name(),
-                        seq = outcome.committed.root.seq,
-                        uploaded_bytes = outcome.uploaded_bytes,
-                        "recovery point committed"
-                    );
-                    self.after_recovery_point(&v, outcome.previous).await;
-                }
-                Err(e) => {
-                    warn!(volume = v.name(), error = %e, retry_in_secs = interval.as_secs(), "recovery point failed");
-                    retry_at.insert(v.id(), tokio::time::Instant::now() + interval);
-                }
-            }
-        }
-    }
-
-    fn recovery_point_due(&self, v: &CachedVolume, interval: Duration) -> bool {
-        match v.last_recovery_point() {
-            // A last recovery point dated in the future (the clock went
-            // back) counts as due: committing one dates it now.
-            Some(rp) => SystemTime::now().duration_since(rp.at).map_or(true, |age| age >= interval),
-            None => lock(&self.created_at).get(&v.id()).is_none_or(|at| at.elapsed() >= interval),
-        }
     }
 
     pub fn publish_gauges(&self) {

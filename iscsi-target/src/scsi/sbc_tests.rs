@@ -23,6 +23,11 @@ struct MemDisk {
 }
 
 impl MemDisk {
+    /// Eight blocks whose reads and writes fail with `kind`.
+    fn failing(kind: io::ErrorKind) -> Arc<MemDisk> {
+        Arc::new(MemDisk { fail: Some(kind), ..Arc::try_unwrap(MemDisk::new(8)).ok().unwrap() })
+    }
+
     fn new(blocks: u64) -> Arc<MemDisk> {
         Arc::new(MemDisk {
             bs: 512,
@@ -556,7 +561,7 @@ async fn extended_copy_within_the_unit_and_copy_status() {
 
 #[tokio::test]
 async fn storage_errors_become_medium_errors() {
-    let mem = Arc::new(MemDisk { fail: Some(io::ErrorKind::Other), ..Arc::try_unwrap(MemDisk::new(8)).ok().unwrap() });
+    let mem = MemDisk::failing(io::ErrorKind::Other);
     let u = DiskUnit::new(mem, identity());
     let n = nexus(1);
     ready(&u, &n).await;
@@ -567,7 +572,7 @@ async fn storage_errors_become_medium_errors() {
 
 #[tokio::test]
 async fn a_full_device_fails_writes_with_space_allocation_failed() {
-    let mem = Arc::new(MemDisk { fail: Some(io::ErrorKind::StorageFull), ..Arc::try_unwrap(MemDisk::new(8)).ok().unwrap() });
+    let mem = MemDisk::failing(io::ErrorKind::StorageFull);
     let u = DiskUnit::new(mem, identity());
     let n = nexus(1);
     ready(&u, &n).await;
@@ -578,7 +583,7 @@ async fn a_full_device_fails_writes_with_space_allocation_failed() {
 
 #[tokio::test]
 async fn an_unreachable_backend_aborts_commands_for_a_retry() {
-    let mem = Arc::new(MemDisk { fail: Some(io::ErrorKind::TimedOut), ..Arc::try_unwrap(MemDisk::new(8)).ok().unwrap() });
+    let mem = MemDisk::failing(io::ErrorKind::TimedOut);
     let u = DiskUnit::new(mem, identity());
     let n = nexus(1);
     ready(&u, &n).await;
