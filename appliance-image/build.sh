@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the appliance: a UEFI-bootable Debian bookworm disk with the sgw
 # binary, its systemd units, systemd-networkd (DHCP), chrony and the console
-# banner, and nothing else (no SSH server, no passwords: root is locked).
+# local console (sgw console), and nothing else (no SSH server, no
+# passwords: root is locked).
 #
 # Outputs, in $OUT (default appliance-image/out):
 #   sgw-appliance.qcow2   KVM, Proxmox (compressed)
@@ -13,6 +14,8 @@
 #                         and SHA-256: two builds from the same inputs give
 #                         the same manifest (see "Reproducible" below)
 #   BUILD-INFO            versions, sizes and stage times
+#   INPUTS                the hash of the inputs: a build with the same
+#                         inputs finds the outputs up to date and stops
 #
 # Usage: appliance-image/build.sh [--update-lock]
 #   --update-lock   resolve the package list again and rewrite
@@ -47,7 +50,10 @@ LOCK=$HERE/packages.lock
 SUITE=bookworm
 # What the appliance needs, and nothing else.
 PACKAGES=(systemd-sysv udev systemd-resolved linux-image-cloud-amd64 initramfs-tools kmod iproute2
-          chrony tzdata ca-certificates e2fsprogs util-linux)
+          chrony tzdata ca-certificates e2fsprogs util-linux
+          # sgw links RocksDB from Debian (.cargo/config.toml), and with it
+          # snappy, lz4, zstd, bz2 and gflags.
+          librocksdb7.8)
 ESP_MIB=160
 ROOT_MIB=1024
 T0=$(date +%s)
@@ -55,8 +61,8 @@ T0=$(date +%s)
 die() { echo "build.sh: $*" >&2; exit 1; }
 step() { echo "== $*"; }
 [ "$(id -u)" = 0 ] || die "run as root (the kernel's initramfs is made in a chroot)"
-for t in mmdebstrap mcopy mmd mkfs.vfat sfdisk mkfs.ext4 qemu-img; do
-    command -v "$t" >/dev/null || die "$t is missing: apt-get install mmdebstrap mtools dosfstools fdisk e2fsprogs qemu-utils systemd-boot-efi"
+for t in mmdebstrap mcopy mmd mkfs.vfat sfdisk mkfs.ext4 qemu-img strip; do
+    command -v "$t" >/dev/null || die "$t is missing: apt-get install mmdebstrap mtools dosfstools fdisk e2fsprogs qemu-utils systemd-boot-efi binutils"
 done
 BOOT_EFI=/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 [ -f "$BOOT_EFI" ] || die "$BOOT_EFI is missing: apt-get install systemd-boot-efi"
@@ -71,6 +77,19 @@ MIRROR=${MIRROR:-$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*
 MIRROR=${MIRROR:-$(awk '$1=="deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)}
 [ -n "$MIRROR" ] || die "set MIRROR to a Debian mirror URL"
 mkdir -p "$WORK" "$OUT"
+
+# ---- nothing to do when the inputs are those of the outputs ---------------
+# The inputs: this script, the lock, the root overlay, the OVF template, the
+# README, the sgw binary and the source date.
+INPUTS=$( { sha256sum "$0" "$LOCK" "$HERE/sgw-appliance.ovf.in" "$TOP/README.md" "$SGW_BIN"
+            (cd "$HERE/rootfs" && find . -print0 | LC_ALL=C sort -z | xargs -0 stat -c '%n %a' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+            echo "$SOURCE_DATE_EPOCH"; } | sha256sum | cut -c1-64)
+if [ "${1:-}" != --update-lock ] && [ "$(cat "$OUT/INPUTS" 2>/dev/null)" = "$INPUTS" ] &&
+   (cd "$OUT" && sha256sum --quiet -c SHA256SUMS 2>/dev/null); then
+    echo "== up to date: $OUT holds the images of these inputs ($INPUTS)"
+    exit 0
+fi
+rm -f "$OUT/INPUTS"
 
 # ---- the package lock -----------------------------------------------------
 if [ "${1:-}" = --update-lock ] || [ ! -f "$LOCK" ]; then
@@ -109,7 +128,14 @@ rm -rf "$ROOT" && mkdir -p "$ROOT"
 tar -C "$ROOT" -xpf "$BASE"
 cp -a "$HERE/rootfs/." "$ROOT/"
 chown -R 0:0 "$ROOT/etc/sgw" "$ROOT/etc/systemd" "$ROOT/etc/repart.d"
+# Without its debug info (the release profile keeps it for profiling):
+# a fifth of the size.
 install -m 0755 "$SGW_BIN" "$ROOT/usr/bin/sgw"
+strip --strip-debug "$ROOT/usr/bin/sgw"
+# Every library it needs is in the image (a missing one only shows at boot).
+missing=$(chroot "$ROOT" ldd /usr/bin/sgw | grep 'not found' || true)
+[ -z "$missing" ] || die "sgw needs libraries the image lacks (add their packages to PACKAGES, then --update-lock): $missing"
+chroot "$ROOT" /usr/bin/sgw --version > /dev/null || die "sgw does not run in the image"
 install -d -m 0755 "$ROOT/usr/share/doc/sgw"
 install -m 0644 "$TOP/README.md" "$ROOT/usr/share/doc/sgw/README.md"
 # No passwords anywhere: root is locked; there is no SSH server.
@@ -121,9 +147,12 @@ ln -sf /run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
 KVER=$(basename "$(ls -d "$ROOT"/usr/lib/modules/*/ | head -1)")
 mount -t proc proc "$ROOT/proc"; mount -t sysfs sysfs "$ROOT/sys"
 mount --bind /dev "$ROOT/dev"; mount --bind /dev/pts "$ROOT/dev/pts"
-chroot "$ROOT" systemctl enable sgw.service sgw-banner@tty1.service sgw-banner@ttyS0.service \
+chroot "$ROOT" systemctl enable sgw.service sgw-console@tty1.service sgw-console@ttyS0.service \
     systemd-networkd.service systemd-resolved.service systemd-networkd-wait-online.service chrony.service \
     > "$WORK/enable.log" 2>&1 || { cat "$WORK/enable.log"; die "systemctl enable failed"; }
+# The console takes the login prompts' place (root is locked anyway).
+chroot "$ROOT" systemctl mask getty@tty1.service serial-getty@ttyS0.service >> "$WORK/enable.log" 2>&1 \
+    || { cat "$WORK/enable.log"; die "systemctl mask failed"; }
 chroot "$ROOT" update-initramfs -u -k "$KVER" > "$WORK/initramfs.log" 2>&1 || { cat "$WORK/initramfs.log"; die "update-initramfs failed"; }
 cleanup
 trap - EXIT
@@ -197,3 +226,4 @@ mib() { echo $(( ($(stat -c %s "$1") + 1048575) / 1048576 )); }
     echo "total:          $(( $(date +%s) - T0 )) s"
 } > "$OUT/BUILD-INFO"
 cat "$OUT/BUILD-INFO"
+echo "$INPUTS" > "$OUT/INPUTS"

@@ -1,22 +1,17 @@
-//! What the appliance's local console shows (`sgw banner`): where the
+//! What the appliance's local console shows first (`sgw console`): where the
 //! console is, its certificate's fingerprint, and the activation code while
 //! the gateway is unactivated. Run on the gateway's host: it reads the data
 //! directory, as `sgw activation-code` does.
 
 use std::fmt::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-/// Waits (at most `wait`) for the daemon to have made its certificate, then
-/// renders the banner.
-pub fn render(data_dir: &Path, https_port: u16, wait: Duration) -> Result<String, String> {
+/// Renders the banner; an error until the daemon has made its
+/// certificate.
+pub fn render(data_dir: &Path, https_port: u16) -> Result<String, String> {
     let cert = data_dir.join("tls").join("cert.pem");
-    let deadline = Instant::now() + wait;
-    while !cert.exists() {
-        if Instant::now() >= deadline {
-            return Err(format!("no certificate at {} after {} s: is sgw serve running?", cert.display(), wait.as_secs()));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    if !cert.exists() {
+        return Err(format!("no certificate at {} yet: is sgw serve running?", cert.display()));
     }
     let fingerprint = crate::admin::tls::certificate_fingerprint(&cert).map_err(|e| e.to_string())?;
     let code = crate::admin::activation::ActivationCode::read(data_dir).ok().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty());

@@ -64,6 +64,10 @@ pub struct Config {
     pub iscsi_max_sessions: usize,
     /// CHAP a SendTargets discovery session must pass.
     pub discovery_chap: Option<crate::volumes::VolumeChap>,
+    /// The admin may reboot and power off the machine through the API
+    /// and the console: set on the appliance, where the gateway is the
+    /// machine; off elsewhere.
+    pub power_control: bool,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Config {
             iscsi_access: IscsiAccess::default(),
             iscsi_max_sessions: iscsi_target::server::DEFAULT_MAX_SESSIONS,
             discovery_chap: None,
+            power_control: false,
         }
     }
 }
@@ -152,6 +157,7 @@ pub struct ConfigFile {
     pub iscsi_access: Option<IscsiAccess>,
     pub iscsi_max_sessions: Option<usize>,
     pub discovery_chap: Option<crate::volumes::VolumeChap>,
+    pub power_control: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +271,9 @@ impl Config {
         }
         if let Some(v) = f.discovery_chap {
             self.discovery_chap = Some(v);
+        }
+        if let Some(v) = f.power_control {
+            self.power_control = v;
         }
     }
 }

@@ -254,6 +254,7 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
         tls_fingerprint: Some(identity.fingerprint.clone()),
         default_cache_size: config.cache_size,
         master_key_path: config.key_file(),
+        power_control: config.power_control,
     })
     .map_err(|e| DaemonError::Config(e.to_string()))?;
     let slot = RouterSlot::new(crate::admin::management_router(plane.clone(), None));

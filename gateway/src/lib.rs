@@ -14,6 +14,7 @@ pub mod daemon;
 mod data_dir;
 pub mod files;
 pub mod health;
+pub mod local_console;
 mod memory;
 pub mod metered;
 pub mod metrics;

@@ -56,19 +56,24 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// What the appliance's local console shows: the console's addresses,
-    /// its TLS fingerprint, and the activation code while unactivated (read
-    /// from the data directory: run it on the gateway's host).
-    Banner {
-        /// The gateway's data directory [default: $SGW_DATA_DIR or ./sgw-data].
+    /// The appliance's local console (tty1, the serial console): the
+    /// banner with the console's URL, TLS fingerprint and activation code,
+    /// then a menu for the network, a connectivity test, a resource check,
+    /// the admin password, time, logs, reboot and shutdown. Run as root on
+    /// the gateway's host; `--root DIR` makes it a dry run.
+    Console {
+        /// The daemon's config file (for the data directory, the console's
+        /// port and the cloud target).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The gateway's data directory [default: the config's, or
+        /// $SGW_DATA_DIR, or ./sgw-data].
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// The console's HTTPS port.
-        #[arg(long, default_value_t = 8443)]
-        https_port: u16,
-        /// Seconds to wait for the daemon to make its certificate.
-        #[arg(long, default_value_t = 120)]
-        wait: u64,
+        /// Change nothing on this machine: write the files under DIR and
+        /// the commands to DIR/commands.log.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
     /// API tokens for scripts and remote CLIs (sent as `Authorization:
     /// Bearer`).
@@ -455,6 +460,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         iscsi_access: args.iscsi_access,
         iscsi_max_sessions: None,
         discovery_chap: None,
+        power_control: None,
     };
     let sources = ConfigSources { file: args.config, flags };
     // Read once here so that a bad file or flag fails before logging starts.
@@ -726,9 +732,10 @@ fn main() -> ExitCode {
                 )
             })
         }
-        Command::Banner { data_dir, https_port, wait } => {
-            let dir = data_dir.unwrap_or_else(default_data_dir);
-            gateway::banner::render(&dir, https_port, std::time::Duration::from_secs(wait)).map(|t| print!("{t}"))
+        Command::Console { config, data_dir, root } => {
+            let data_dir = data_dir.or_else(|| config.is_none().then(default_data_dir));
+            let sources = ConfigSources { file: config, flags: ConfigFile { data_dir, ..Default::default() } };
+            gateway::local_console::run(gateway::local_console::ConsoleOptions { sources, root })
         }
         Command::Token(cmd) => client(&cli.api).and_then(|c| token(&c, cmd)),
         Command::Bandwidth(cmd) => client(&cli.api).and_then(|c| {

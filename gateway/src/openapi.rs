@@ -69,6 +69,8 @@ that changes state (anything but GET, HEAD and OPTIONS) must also send the sessi
         crate::admin::routes::revoke_token,
         crate::admin::routes::change_password,
         crate::admin::routes::recovery_kit_handler,
+        crate::admin::system_routes::list_disks,
+        crate::admin::system_routes::power,
         openapi_json,
     ),
     components(schemas(ErrorBody)),
@@ -276,12 +278,13 @@ mod tests {
         assert_eq!(routed_in(src), want);
     }
 
-    /// Every route of the two routers' source is documented, and every
+    /// Every route of the routers' source is documented, and every
     /// documented operation is routed.
     #[test]
     fn document_lists_every_route() {
         let mut routed = routed_in(include_str!("api.rs"));
         routed.extend(routed_in(include_str!("admin/routes.rs")));
+        routed.extend(routed_in(include_str!("admin/system_routes.rs")));
         assert!(routed.len() > 25, "the source scan found only {routed:?}");
         let documented = documented();
         let undocumented: Vec<_> = routed.difference(&documented).collect();
@@ -399,11 +402,14 @@ mod tests {
             tls_fingerprint: None,
             default_cache_size: 64 << 20,
             master_key_path: dir.path().join("master.key"),
+            power_control: false,
         })
         .unwrap();
         let state = app_state(dir.path()).await;
         // As `management_router` composes them, without the guard.
-        let router = crate::admin::routes::router(plane).merge(crate::api::router(state));
+        let router = crate::admin::routes::router(plane.clone())
+            .merge(crate::admin::system_routes::router(plane))
+            .merge(crate::api::router(state));
 
         let operations = documented();
         assert!(!operations.is_empty());

@@ -9,12 +9,14 @@
 pub mod accounts;
 pub mod activation;
 mod conn_table;
+pub mod disks;
 pub mod guard;
 pub mod http;
 pub mod kit_download;
 pub mod routes;
 pub mod sessions;
 pub mod settings;
+pub mod system_routes;
 pub mod tls;
 
 use std::net::IpAddr;
@@ -62,6 +64,7 @@ pub struct Plane {
     /// The configured cache size, the default of the activation form.
     pub default_cache_size: u64,
     pub master_key_path: PathBuf,
+    pub power_control: bool,
     /// The gateway is activated and its volumes, tapes and portal are up.
     pub ready: std::sync::atomic::AtomicBool,
     /// Degraded components, for health (the daemon's watchers report).
@@ -72,7 +75,7 @@ pub struct Plane {
 /// activation pages, then the data API and the console once the gateway
 /// runs, all behind the [`guard::guard`].
 pub fn management_router(plane: Arc<Plane>, running: Option<crate::console::Console>) -> axum::Router {
-    let own = routes::router(plane.clone());
+    let own = routes::router(plane.clone()).merge(system_routes::router(plane.clone()));
     let router = match running {
         Some(console) => {
             plane.ready.store(true, std::sync::atomic::Ordering::Release);
@@ -132,6 +135,8 @@ pub struct PlaneOptions {
     pub tls_fingerprint: Option<String>,
     pub default_cache_size: u64,
     pub master_key_path: PathBuf,
+    /// See [`crate::config::Config::power_control`].
+    pub power_control: bool,
 }
 
 impl Plane {
@@ -159,6 +164,7 @@ impl Plane {
             started: Instant::now(),
             default_cache_size: o.default_cache_size,
             master_key_path: o.master_key_path,
+            power_control: o.power_control,
             ready: std::sync::atomic::AtomicBool::new(false),
             health: Arc::default(),
             data_dir: o.data_dir,
@@ -208,9 +214,7 @@ impl Plane {
         check_user(&req.admin_user).map_err(|e| ActivationError::Field(FieldError::new("admin_user", e.to_string())))?;
         check_password(&req.admin_password)
             .map_err(|e| ActivationError::Field(FieldError::new("password", e.to_string())))?;
-        let cache_size = req.cache_size_bytes.unwrap_or(self.default_cache_size);
-        let cache_dir = req.cache_disk.as_deref().and_then(Path::parent).map_or_else(|| self.data_dir.clone(), Path::to_path_buf);
-        settings::check_cache_space(&cache_dir, cache_size).map_err(ActivationError::Field)?;
+        let cache_size = self.check_cache(&req)?;
         let cloud = settings::cloud_config(&req.cloud).map_err(ActivationError::Field)?;
         if let CloudTarget::S3 { prefix, .. } = &req.cloud {
             if let Some(crate::cloud::store::StoreConfig::S3(s3)) = cloud.as_ref().map(|c| &c.store) {
@@ -224,7 +228,7 @@ impl Plane {
             .map_err(|e| ActivationError::Internal(e.to_string()))?;
         let settings = ActivatedSettings {
             cloud,
-            cache_size: req.cache_size_bytes,
+            cache_size,
             cache_disk: req.cache_disk.clone(),
             library_personality: req.library_personality,
         };
@@ -251,6 +255,29 @@ impl Plane {
             master_key_path: self.master_key_path.clone(),
             tls_fingerprint: self.tls_fingerprint.clone(),
         })
+    }
+
+    /// The cache's size, when it fits where the request puts it: a whole
+    /// unused disk (or the part asked for), or a file whose filesystem
+    /// keeps 5% free. `None` keeps the configured size.
+    fn check_cache(&self, req: &ActivationRequest) -> Result<Option<u64>, ActivationError> {
+        use std::os::unix::fs::FileTypeExt;
+        let device = req.cache_disk.as_deref().filter(|d| std::fs::metadata(d).is_ok_and(|m| m.file_type().is_block_device()));
+        if let Some(device) = device {
+            let size = disks::check_cache_device(device, req.cache_size_bytes, &disks::unused_disks())
+                .map_err(ActivationError::Field)?;
+            return Ok(Some(size));
+        }
+        if let Some(d) = req.cache_disk.as_deref().filter(|d| d.starts_with("/dev/")) {
+            return Err(ActivationError::Field(FieldError::new("cache_disk", format!("{} is not a block device", d.display()))));
+        }
+        let cache_dir = req.cache_disk.as_deref().and_then(Path::parent).map_or_else(|| self.data_dir.clone(), Path::to_path_buf);
+        settings::check_cache_space(&cache_dir, req.cache_size_bytes.unwrap_or(self.default_cache_size))
+            .map_err(ActivationError::Field)?;
+        if req.cache_disk.is_none() {
+            warn!("the cache is a file in the data directory: fine for a lab; attach a disk for the cache in production");
+        }
+        Ok(req.cache_size_bytes)
     }
 
     async fn probe(&self, s3: &S3Config, prefix: &str) -> Result<(), ActivationError> {

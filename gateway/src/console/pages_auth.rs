@@ -60,6 +60,7 @@ pub struct ActivateForm {
     s3_secret_access_key: String,
     s3_path_style: Option<String>,
     cache_size: String,
+    cache_disk: String,
     library_personality: String,
 }
 
@@ -71,6 +72,15 @@ struct ActivatePage {
     error: String,
     default_cache: String,
     fingerprint: String,
+    disks: Vec<DiskChoice>,
+}
+
+/// An unused disk as the wizard offers it.
+struct DiskChoice {
+    path: std::path::PathBuf,
+    size: String,
+    model: String,
+    sgw_cache: bool,
 }
 
 fn activate_page(p: &Plane, form: ActivateForm, error_field: &str, error: &str) -> ActivatePage {
@@ -80,6 +90,15 @@ fn activate_page(p: &Plane, form: ActivateForm, error_field: &str, error: &str) 
         error: error.to_string(),
         default_cache: crate::units::size_text(p.default_cache_size).replace(' ', ""),
         fingerprint: p.tls_fingerprint.clone().unwrap_or_default(),
+        disks: crate::admin::disks::unused_disks()
+            .into_iter()
+            .map(|d| DiskChoice {
+                size: crate::units::size_text(d.size_bytes),
+                path: d.path,
+                model: d.model,
+                sgw_cache: d.sgw_cache,
+            })
+            .collect(),
     }
 }
 
@@ -122,7 +141,7 @@ fn to_request(f: &ActivateForm) -> Result<ActivationRequest, (&'static str, Stri
         admin_password: f.password.clone(),
         cloud,
         cache_size_bytes,
-        cache_disk: None,
+        cache_disk: Some(std::path::PathBuf::from(f.cache_disk.trim())).filter(|d| !d.as_os_str().is_empty()),
         library_personality,
     })
 }
