@@ -31,6 +31,9 @@
 #                 debootstrapped tree is cached there, keyed by the lock file
 #   MIRROR        a Debian mirror (default: the one this machine's apt uses)
 #   SOURCE_DATE_EPOCH  file times in the image (default: the last commit's time)
+#   UPDATE_PUBLIC_KEY  a file holding the ed25519 public key (base64) that
+#                 update packages must be signed with (`sgw update keygen`);
+#                 without it the image takes no update packages
 #
 # Reproducible: the root tree (paths, modes, owners, contents) is the same
 # for the same lock file, sgw binary and SOURCE_DATE_EPOCH; rootfs.manifest
@@ -81,7 +84,9 @@ mkdir -p "$WORK" "$OUT"
 # ---- nothing to do when the inputs are those of the outputs ---------------
 # The inputs: this script, the lock, the root overlay, the OVF template, the
 # README, the sgw binary and the source date.
-INPUTS=$( { sha256sum "$0" "$LOCK" "$HERE/sgw-appliance.ovf.in" "$TOP/README.md" "$SGW_BIN"
+UPDATE_PUBLIC_KEY=${UPDATE_PUBLIC_KEY:-}
+[ -z "$UPDATE_PUBLIC_KEY" ] || [ -f "$UPDATE_PUBLIC_KEY" ] || die "UPDATE_PUBLIC_KEY: no file $UPDATE_PUBLIC_KEY"
+INPUTS=$( { sha256sum "$0" "$LOCK" "$HERE/sgw-appliance.ovf.in" "$TOP/README.md" "$SGW_BIN" ${UPDATE_PUBLIC_KEY:+"$UPDATE_PUBLIC_KEY"}
             (cd "$HERE/rootfs" && find . -print0 | LC_ALL=C sort -z | xargs -0 stat -c '%n %a' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
             echo "$SOURCE_DATE_EPOCH"; } | sha256sum | cut -c1-64)
 if [ "${1:-}" != --update-lock ] && [ "$(cat "$OUT/INPUTS" 2>/dev/null)" = "$INPUTS" ] &&
@@ -136,6 +141,10 @@ strip --strip-debug "$ROOT/usr/bin/sgw"
 missing=$(chroot "$ROOT" ldd /usr/bin/sgw | grep 'not found' || true)
 [ -z "$missing" ] || die "sgw needs libraries the image lacks (add their packages to PACKAGES, then --update-lock): $missing"
 chroot "$ROOT" /usr/bin/sgw --version > /dev/null || die "sgw does not run in the image"
+if [ -n "$UPDATE_PUBLIC_KEY" ]; then
+    install -m 0644 "$UPDATE_PUBLIC_KEY" "$ROOT/etc/sgw/update-key.pub"
+    printf '# Update packages must be signed with this key (sgw update pack).\nupdate_public_key = "/etc/sgw/update-key.pub"\n' >> "$ROOT/etc/sgw/sgw.toml"
+fi
 install -d -m 0755 "$ROOT/usr/share/doc/sgw"
 install -m 0644 "$TOP/README.md" "$ROOT/usr/share/doc/sgw/README.md"
 # No passwords anywhere: root is locked; there is no SSH server.

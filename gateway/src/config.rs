@@ -68,6 +68,9 @@ pub struct Config {
     /// and the console: set on the appliance, where the gateway is the
     /// machine; off elsewhere.
     pub power_control: bool,
+    /// The ed25519 public key update packages must be signed with
+    /// (`POST /api/v1/update`); without one, updates come another way.
+    pub update_public_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             iscsi_max_sessions: iscsi_target::server::DEFAULT_MAX_SESSIONS,
             discovery_chap: None,
             power_control: false,
+            update_public_key: None,
         }
     }
 }
@@ -158,6 +162,7 @@ pub struct ConfigFile {
     pub iscsi_max_sessions: Option<usize>,
     pub discovery_chap: Option<crate::volumes::VolumeChap>,
     pub power_control: Option<bool>,
+    pub update_public_key: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +279,9 @@ impl Config {
         }
         if let Some(v) = f.power_control {
             self.power_control = v;
+        }
+        if let Some(v) = f.update_public_key {
+            self.update_public_key = Some(v);
         }
     }
 }

@@ -255,6 +255,7 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
         default_cache_size: config.cache_size,
         master_key_path: config.key_file(),
         power_control: config.power_control,
+        update_public_key: config.update_public_key.clone(),
     })
     .map_err(|e| DaemonError::Config(e.to_string()))?;
     let slot = RouterSlot::new(crate::admin::management_router(plane.clone(), None));
@@ -291,6 +292,7 @@ pub async fn run(sources: ConfigSources, options: RunOptions) -> Result<(), Daem
     // Activation may have chosen the cloud, the cache and the library.
     let config = sources.load().map_err(|e| DaemonError::Config(e.to_string()))?;
     let metrics = Arc::new(Metrics::new()?);
+    *plane.cache_disk.lock() = Some(config.cache_disk());
     let cache_dir = config.data_dir.join("cache");
     let mut cache_config = CacheConfig::new(
         cache_dir.join("index"),

@@ -23,5 +23,6 @@ pub mod openapi;
 pub mod tapes;
 pub mod targets;
 pub mod units;
+pub mod update;
 pub mod volume_records;
 pub mod volumes;

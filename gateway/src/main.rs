@@ -75,6 +75,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         root: Option<PathBuf>,
     },
+    /// Update packages: make a signing key, pack a release, apply one.
+    #[command(subcommand)]
+    Update(gateway::update::cli::UpdateCommand),
     /// API tokens for scripts and remote CLIs (sent as `Authorization:
     /// Bearer`).
     #[command(subcommand)]
@@ -461,6 +464,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         iscsi_max_sessions: None,
         discovery_chap: None,
         power_control: None,
+        update_public_key: None,
     };
     let sources = ConfigSources { file: args.config, flags };
     // Read once here so that a bad file or flag fails before logging starts.
@@ -737,6 +741,7 @@ fn main() -> ExitCode {
             let sources = ConfigSources { file: config, flags: ConfigFile { data_dir, ..Default::default() } };
             gateway::local_console::run(gateway::local_console::ConsoleOptions { sources, root })
         }
+        Command::Update(cmd) => gateway::update::cli::run(cmd),
         Command::Token(cmd) => client(&cli.api).and_then(|c| token(&c, cmd)),
         Command::Bandwidth(cmd) => client(&cli.api).and_then(|c| {
             let schedule = match cmd {

@@ -71,6 +71,7 @@ that changes state (anything but GET, HEAD and OPTIONS) must also send the sessi
         crate::admin::routes::recovery_kit_handler,
         crate::admin::system_routes::list_disks,
         crate::admin::system_routes::power,
+        crate::admin::system_routes::update,
         openapi_json,
     ),
     components(schemas(ErrorBody)),
@@ -403,6 +404,7 @@ mod tests {
             default_cache_size: 64 << 20,
             master_key_path: dir.path().join("master.key"),
             power_control: false,
+            update_public_key: None,
         })
         .unwrap();
         let state = app_state(dir.path()).await;

@@ -11,7 +11,10 @@
 #   4. create a cached volume, write patterns to it over iSCSI with qemu-io
 #      through the forwarded port, read them back;
 #   5. power off through the API (systemctl poweroff), boot again, and find
-#      the volume and its data intact; power off.
+#      the volume and its data intact;
+#   6. upload a signed update package (a bogus one first, refused) and time
+#      how long the iSCSI portal is down while the gateway restarts on it;
+#      power off.
 # Each step is bounded and timed; the timings end the output.
 #
 # Usage: tests/scripts/appliance-boot.sh [qcow2|vmdk|ova|vhdx|all]...
@@ -31,6 +34,8 @@ INITIATOR=iqn.2026-12.test.sgw:appliance-boot
 declare -a TIMES=()
 
 die() { echo "appliance-boot: FAIL: $*" >&2; exit 1; }
+SGW=${SGW_BIN:-${CARGO_TARGET_DIR:-$TOP/target}/release/sgw}
+sgw_tool() { "$SGW" "$@"; }
 now() { date +%s.%N; }
 took() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 for t in qemu-system-x86_64 qemu-img qemu-io curl openssl python3; do
@@ -38,6 +43,12 @@ for t in qemu-system-x86_64 qemu-img qemu-io curl openssl python3; do
 done
 [ -f "$OVMF_CODE" ] || die "$OVMF_CODE is missing (apt-get install ovmf)"
 
+# A test signing key for update packages, kept with the build cache so
+# that the image (which carries its public key) stays cached.
+KEYS=${XDG_CACHE_HOME:-$HOME/.cache}/sgw-appliance/test-update
+mkdir -p "$KEYS"
+[ -f "$KEYS/key" ] || sgw_tool update keygen --out "$KEYS/key" > "$KEYS/key.pub"
+export UPDATE_PUBLIC_KEY=$KEYS/key.pub
 t=$(now)
 appliance-image/build.sh
 TIMES+=("build (or cache check): $(took "$t") s")
@@ -148,7 +159,7 @@ for fmt in "${FORMATS[@]}"; do
 
     t=$(now)
     r=$(api POST /api/v1/activate '{"code":"'"$CODE"'","gateway_name":"appliance-'"$fmt"'","timezone":"UTC","admin_user":"admin","admin_password":"'"$PASSWORD"'","cache_disk":"/dev/vdb"}')
-    [ "$(status_of "$r")" = 200 ] || die "activation got $(status_of "$r"): $(body_of "$r")"
+    [ "$(status_of "$r")" = 201 ] || die "activation got $(status_of "$r"): $(body_of "$r")"
     wait_for "a ready gateway" 300 health_is '"ready":true'
     TIMES+=("$fmt: activation to ready: $(took "$t") s")
     r=$(curl -sk -m 30 -H "Host: localhost:$HPORT" -H 'Content-Type: application/json' -c "$DIR/cookies" \
@@ -186,6 +197,33 @@ for fmt in "${FORMATS[@]}"; do
         || die "qemu-io after the reboot: $io"
     grep -q 'failed\|error' <<<"$io" && die "data after the reboot: $io"
     [ "$(grep -c '^read ' <<<"$io")" = 4 ] || die "qemu-io read back less after the reboot: $io"
+    # An update package, signed with the image's key: verified, applied by
+    # sgw-update.service, the gateway restarted. An initiator polling
+    # every half second sees the portal down for this long.
+    strip --strip-debug -o "$DIR/sgw" "$SGW"
+    sgw_tool update pack --key "$KEYS/key" --binary "$DIR/sgw" --out "$DIR/update.tar" > /dev/null
+    head -c 4096 /dev/urandom > "$DIR/bogus.tar"
+    r=$(curl -sk -m 60 -o - -w '\n%{http_code}' -H "Host: localhost:$HPORT" -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/octet-stream' --data-binary @"$DIR/bogus.tar" "https://127.0.0.1:$HPORT/api/v1/update")
+    [ "$(status_of "$r")" = 400 ] || die "a bogus package got $(status_of "$r"): $(body_of "$r")"
+    r=$(curl -sk -m 300 -o - -w '\n%{http_code}' -H "Host: localhost:$HPORT" -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/octet-stream' --data-binary @"$DIR/update.tar" "https://127.0.0.1:$HPORT/api/v1/update")
+    [ "$(status_of "$r")" = 202 ] || die "the update got $(status_of "$r"): $(body_of "$r")"
+    t=$(now); down=; up=
+    for _ in $(seq 600); do
+        if timeout 20 qemu-io --image-opts "$URL" -c 'read -P 0x5a 0 4k' > /dev/null 2>&1; then
+            [ -n "$down" ] && { up=$(now); break; }
+        else
+            [ -n "$down" ] || down=$(now)
+        fi
+        sleep 0.5
+        awk -v a="$t" -v b="$(now)" 'BEGIN { exit !(b - a > 300) }' && break
+    done
+    [ -n "$up" ] || die "no iSCSI outage seen, or no recovery within 300 s of the update"
+    TIMES+=("$fmt: update: iSCSI portal down $(awk -v a="$down" -v b="$up" 'BEGIN { printf "%.1f", b - a }') s (TCG)")
+    r=$(api GET /api/v1/volumes/boot)
+    [ "$(status_of "$r")" = 200 ] || die "the volume is gone after the update: $(body_of "$r")"
+
     r=$(api POST /api/v1/system/power '{"action":"poweroff"}')
     [ "$(status_of "$r")" = 202 ] || die "the second poweroff got $(status_of "$r")"
     wait_exit

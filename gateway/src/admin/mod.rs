@@ -65,6 +65,9 @@ pub struct Plane {
     pub default_cache_size: u64,
     pub master_key_path: PathBuf,
     pub power_control: bool,
+    pub update_public_key: Option<PathBuf>,
+    /// The cache's disk once the data plane runs: not offered as unused.
+    pub cache_disk: Mutex<Option<PathBuf>>,
     /// The gateway is activated and its volumes, tapes and portal are up.
     pub ready: std::sync::atomic::AtomicBool,
     /// Degraded components, for health (the daemon's watchers report).
@@ -137,6 +140,7 @@ pub struct PlaneOptions {
     pub master_key_path: PathBuf,
     /// See [`crate::config::Config::power_control`].
     pub power_control: bool,
+    pub update_public_key: Option<PathBuf>,
 }
 
 impl Plane {
@@ -165,6 +169,8 @@ impl Plane {
             default_cache_size: o.default_cache_size,
             master_key_path: o.master_key_path,
             power_control: o.power_control,
+            update_public_key: o.update_public_key,
+            cache_disk: Mutex::new(None),
             ready: std::sync::atomic::AtomicBool::new(false),
             health: Arc::default(),
             data_dir: o.data_dir,

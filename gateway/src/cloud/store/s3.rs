@@ -34,6 +34,30 @@ pub struct S3Store {
     endpoint: String,
 }
 
+/// The HTTP client: direct, or through the proxy that HTTPS_PROXY,
+/// HTTP_PROXY or ALL_PROXY name (NO_PROXY exempts hosts), which the
+/// appliance's console sets for the service.
+fn http_client(connect_timeout: Duration) -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_runtime_api::client::http::{http_client_fn, HttpConnectorSettings, SharedHttpConnector};
+    let proxied = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+    if !proxied {
+        return aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+    }
+    let settings = HttpConnectorSettings::builder().connect_timeout(connect_timeout).build();
+    let connector = SharedHttpConnector::new(
+        aws_smithy_http_client::Connector::builder()
+            .connector_settings(settings)
+            .proxy_config(ProxyConfig::from_env())
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build(),
+    );
+    // One connector (and its connection pool) for every request.
+    http_client_fn(move |_, _| connector.clone())
+}
+
 impl S3Store {
     /// Builds a client from the configuration. Credentials come from the
     /// configuration when both parts are given, else from the standard
@@ -41,12 +65,9 @@ impl S3Store {
     pub async fn connect(config: &S3Config) -> S3Store {
         // rustls with ring: TLS for real endpoints without the long native
         // build of aws-lc; plain http keeps working for loopback servers.
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
-            .build();
+        let connect_timeout = Duration::from_secs(config.connect_timeout_secs.max(1));
+        let http_client = http_client(connect_timeout);
+        let timeouts = TimeoutConfig::builder().connect_timeout(connect_timeout).build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http_client)
             .region(Region::new(config.region.clone()))
