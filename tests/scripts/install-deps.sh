@@ -4,7 +4,8 @@
 # talk to (libiscsi's tools, qemu's iscsi driver, Debian's tgt for the
 # benchmarks), and Debian's Chromium, which the browser tests drive through
 # Playwright (Playwright cannot download its own browsers here; never run
-# `playwright install`). Idempotent; run as root.
+# `playwright install`), and what the appliance image's build and boot test
+# need. Idempotent; run as root.
 set -euo pipefail
 
 need_apt=0
@@ -18,6 +19,22 @@ done
 qemu-img --help 2>/dev/null | grep -qw iscsi || need_apt=1
 # The browser tests (tests/browser/) launch /usr/bin/chromium.
 { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; } || need_apt=1
+
+# The appliance: its build (mmdebstrap, mtools, dosfstools, sfdisk,
+# systemd-boot, strip), its boot test (qemu-system-x86 with OVMF) and the
+# local console's test (tmux).
+need_appliance=0
+for bin in mmdebstrap mcopy mkfs.vfat sfdisk strip qemu-system-x86_64 tmux; do
+  command -v "$bin" >/dev/null 2>&1 || need_appliance=1
+done
+[ -f /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || need_appliance=1
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_appliance=1
+if [ "$need_appliance" = 1 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends mmdebstrap mtools dosfstools fdisk systemd-boot-efi binutils \
+    qemu-system-x86 ovmf tmux >/dev/null
+fi
 
 if [ "$need_apt" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive

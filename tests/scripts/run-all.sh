@@ -26,6 +26,21 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --release --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 
+# The appliance image: built (skipped when its inputs are those of the
+# cached build in ~/.cache/sgw-appliance/out), booted under qemu (TCG) and
+# taken through activation, iSCSI I/O, a reboot and a signed update. CI
+# boots the qcow2; `tests/scripts/appliance-boot.sh all` boots every format.
+if timeout 1800 tests/scripts/appliance-boot.sh qcow2 >"$log.appliance" 2>&1; then
+  appliance_line="appliance boot: qcow2 PASS"
+else
+  appliance_line="appliance boot: qcow2 FAIL"
+  status=1
+  echo "=== the appliance boot test failed; its last lines:"
+  tail -n 60 "$log.appliance"
+fi
+sed -n '/^== timings/,$p' "$log.appliance"
+rm -f "$log.appliance"
+
 # A real Linux kernel initiator: the guest lab's disk-openiscsi and
 # tape-openiscsi scenarios (open-iscsi, ext4 and fio; st, ch, mtx, mt, tar
 # and Bacula's btape), strict, against a scratch sgw each. The lab lives
@@ -56,5 +71,6 @@ fi
 # and the last ones are crates without tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+echo "$appliance_line"
 echo "$lab_line"
 exit "$status"
