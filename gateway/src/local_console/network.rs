@@ -329,6 +329,26 @@ mod tests {
         assert_eq!(dhcp.addressing, Addressing::Dhcp);
     }
 
+    proptest::proptest! {
+        /// Whatever is typed: a refusal naming a field, or settings that
+        /// read back from the files as they were typed.
+        #[test]
+        fn any_input_is_refused_cleanly_or_round_trips(dhcp: bool, address in "[0-9./a-f:]{0,24}", gateway in "[0-9.a-f:]{0,16}",
+                                                       dns in "[0-9., ]{0,32}", hostname in "[a-z0-9.-]{0,20}", proxy in "(http://[a-z0-9.]{1,8}:[0-9]{1,5})?") {
+            let form = NetworkForm { dhcp, address, gateway, dns, hostname, proxy };
+            match form.check() {
+                Err(e) => proptest::prop_assert!(["address", "gateway", "dns", "hostname", "proxy"].contains(&e.field)),
+                Ok(settings) => {
+                    let tmp = tempfile::tempdir().unwrap();
+                    let host = Host::dry_run(tmp.path());
+                    settings.apply(&host).unwrap();
+                    let again = NetworkForm::current(&host).check().unwrap();
+                    proptest::prop_assert_eq!(again, settings);
+                }
+            }
+        }
+    }
+
     #[test]
     fn apply_then_roll_back_restores_every_file() {
         let tmp = tempfile::tempdir().unwrap();

@@ -239,4 +239,31 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o755);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Uploaded bytes are untrusted: random input and any one byte
+        /// changed in a good package are refused, never accepted, never a
+        /// panic.
+        #[test]
+        fn damaged_or_random_packages_are_refused(noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+                                                  at in 0usize..4096, flip in 1u8..=255) {
+            let tmp = tempfile::tempdir().unwrap();
+            let (signing, public) = key(tmp.path(), "k");
+            let binary = tmp.path().join("b");
+            std::fs::write(&binary, b"#!/bin/sh\necho sgw 1\n").unwrap();
+            let pkg = tmp.path().join("p.tar");
+            pack(&binary, "sgw 1", &signing, &pkg).unwrap();
+            let mut bytes = std::fs::read(&pkg).unwrap();
+            proptest::prop_assert!(verify(bytes.as_slice(), &public).is_ok());
+            let i = at % bytes.len();
+            bytes[i] ^= flip;
+            // A changed byte in tar padding or an unused header field may
+            // leave the members intact: then they must be the signed ones.
+            if let Ok(v) = verify(bytes.as_slice(), &public) {
+                proptest::prop_assert_eq!(v.binary, std::fs::read(&binary).unwrap());
+            }
+            proptest::prop_assert!(verify(noise.as_slice(), &public).is_err());
+        }
+    }
 }
