@@ -85,7 +85,11 @@ mkdir -p "$WORK" "$OUT"
 # The inputs: this script, the lock, the root overlay, the OVF template, the
 # README, the sgw binary and the source date.
 UPDATE_PUBLIC_KEY=${UPDATE_PUBLIC_KEY:-}
-[ -z "$UPDATE_PUBLIC_KEY" ] || [ -f "$UPDATE_PUBLIC_KEY" ] || die "UPDATE_PUBLIC_KEY: no file $UPDATE_PUBLIC_KEY"
+if [ -n "$UPDATE_PUBLIC_KEY" ]; then
+    # base64 of 32 bytes: 44 characters ending in one '='.
+    grep -qxE '[A-Za-z0-9+/]{43}=' "$UPDATE_PUBLIC_KEY" 2>/dev/null \
+        || die "UPDATE_PUBLIC_KEY: $UPDATE_PUBLIC_KEY is not an ed25519 public key (sgw update public-key --key KEY)"
+fi
 INPUTS=$( { sha256sum "$0" "$LOCK" "$HERE/sgw-appliance.ovf.in" "$TOP/README.md" "$SGW_BIN" ${UPDATE_PUBLIC_KEY:+"$UPDATE_PUBLIC_KEY"}
             (cd "$HERE/rootfs" && find . -print0 | LC_ALL=C sort -z | xargs -0 stat -c '%n %a' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
             echo "$SOURCE_DATE_EPOCH"; } | sha256sum | cut -c1-64)

@@ -48,7 +48,8 @@ done
 # that the image (which carries its public key) stays cached.
 KEYS=${XDG_CACHE_HOME:-$HOME/.cache}/sgw-appliance/test-update
 mkdir -p "$KEYS"
-[ -f "$KEYS/key" ] || sgw_tool update keygen --out "$KEYS/key" > "$KEYS/key.pub"
+[ -f "$KEYS/key" ] || sgw_tool update keygen --out "$KEYS/key" > /dev/null
+sgw_tool update public-key --key "$KEYS/key" > "$KEYS/key.pub.new" && mv "$KEYS/key.pub.new" "$KEYS/key.pub"
 export UPDATE_PUBLIC_KEY=$KEYS/key.pub
 t=$(now)
 if ! appliance-image/build.sh; then
